@@ -141,6 +141,27 @@ def units(num_classes: int = 400) -> list:
     return out
 
 
+def output_size(variant: Variant, size: int, dim: int) -> int:
+    """Length of dimension `dim` (0=T, 1=H, 2=W) of the Mixed_5c map for an input of `size`."""
+    for layer in LAYERS:
+        if isinstance(layer, Unit) and layer.stride[dim] > 1:
+            (front, back), = conv_padding(variant, (size,), layer.kernel[dim:dim + 1],
+                                          layer.stride[dim:dim + 1])
+            size = (size + front + back - layer.kernel[dim]) // layer.stride[dim] + 1
+        elif isinstance(layer, Pool):
+            size = (size + layer.stride[dim] - 1) // layer.stride[dim]
+    return size
+
+
+def min_frames(variant: Variant = DEEPMIND, head: str = "deepmind") -> int:
+    """Fewest input frames the head can take: DeepMind's pools 2 steps of Mixed_5c's time."""
+    need = LAYERS[-1].pool[0] if head == "deepmind" else 1
+    t = 1
+    while output_size(variant, t, 0) < need:
+        t += 1
+    return t
+
+
 def check_end_point(name: str) -> str:
     if name not in END_POINTS:
         raise ValueError(f"unknown end point {name!r}; valid: {', '.join(END_POINTS)}")

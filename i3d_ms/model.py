@@ -249,3 +249,16 @@ def build(weights: dict | None = None, variant: arch.Variant = arch.DEEPMIND, **
     net = InceptionI3d(variant=variant, **kwargs)
     net.set_train(False)
     return load_weights(net, weights) if weights is not None else net
+
+
+def set_mode(mode: str = "pynative", device: str = "CPU"):
+    """MindSpore's global execution mode ('graph' or 'pynative') and device."""
+    if mode not in ("graph", "pynative"):
+        raise ValueError(f"mode must be 'graph' or 'pynative', got {mode!r}")
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    ms.set_device(device)
+
+
+def predict(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs):
+    """Logits (B, classes) as numpy for a numpy clip (B, 3, T, H, W) in [-1, 1]."""
+    return build(weights, variant, **kwargs)(Tensor(clip)).asnumpy()

