@@ -51,17 +51,18 @@ def load_clip(path: str, frames, variant=arch.DEEPMIND) -> np.ndarray:
     return clip
 
 
-def run_twin(framework: str, weights: dict, variant, clip: np.ndarray, ms_mode: str) -> np.ndarray:
-    """Logits (B, classes) of one twin on a numpy clip."""
+def twin(framework: str, ms_mode: str = "pynative"):
+    """The twin's module, imported now: before any video is decoded, because MindSpore
+    aborts (std::random_device) when it is imported after decord."""
     if framework == "torch":
         import i3d_torch
 
-        return i3d_torch.predict(weights, clip, variant)
+        return i3d_torch
     os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ log: errors only
     import i3d_ms
 
     i3d_ms.set_mode(ms_mode)
-    return i3d_ms.predict(weights, clip, variant)
+    return i3d_ms
 
 
 def top_k(logits: np.ndarray, k: int) -> list:
@@ -72,10 +73,11 @@ def top_k(logits: np.ndarray, k: int) -> list:
 def cmd_predict(args) -> int:
     from .formats import read_weights
 
+    module = twin(args.framework, args.ms_mode)
     weights, info = read_weights(args.weights)
     clip = load_clip(args.video, args.frames, info["variant"])
     start = time.perf_counter()
-    logits = run_twin(args.framework, weights, info["variant"], clip, args.ms_mode)[0]
+    logits = module.predict(weights, clip, info["variant"])[0]
     seconds = time.perf_counter() - start
     top = top_k(logits, args.top)
     if args.json:
@@ -93,6 +95,7 @@ def cmd_predict(args) -> int:
 def cmd_demo(args) -> int:
     from .formats import read_weights
 
+    modules = {fw: twin(fw) for fw in reversed(FRAMEWORKS)}  # mindspore first, then torch
     weights, info = read_weights("default")
     clip = load_clip(args.video, args.frames)
     print(f"Classifying {args.video} ({clip.shape[2]} frames) with DeepMind's Kinetics-400 "
@@ -100,7 +103,7 @@ def cmd_demo(args) -> int:
     out = {}
     for fw in FRAMEWORKS:
         start = time.perf_counter()
-        out[fw] = run_twin(fw, weights, info["variant"], clip, "pynative")[0]
+        out[fw] = modules[fw].predict(weights, clip, info["variant"])[0]
         print(f"  {fw:<10} forward {time.perf_counter() - start:5.1f} s")
     t, m = out["torch"], out["mindspore"]
     print(f"\n{'':4}{'label':<32}{'torch':>9}{'mindspore':>11}")

@@ -6,6 +6,7 @@ cannot measure their length.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -37,12 +38,26 @@ def read_video(path: str, frames: int | None = None) -> np.ndarray:
     return video
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """ffmpeg inside decord prints to fd 2 on bad input; our own error says it in one line."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _read_decord(path, frames):
     import decord
 
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    n = len(reader) if frames is None else min(frames, len(reader))
-    return reader.get_batch(list(range(n))).asnumpy()
+    with _native_stderr_silenced():
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        n = len(reader) if frames is None else min(frames, len(reader))
+        return reader.get_batch(list(range(n))).asnumpy()
 
 
 def _read_gif(path, frames):

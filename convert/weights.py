@@ -32,6 +32,10 @@ def default_weights_path() -> str:
     return path
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _NumpyOnly(pickle.Unpickler):
     """Rebuilds numpy arrays and dtypes; any other global (os.system, ...) is refused."""
 
@@ -42,14 +46,14 @@ class _NumpyOnly(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return getattr(importlib.import_module(module), name)
-        raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
+        raise _Refused(f"refused to load global {module}.{name}")
 
 
 def safe_unpickle(data: bytes, source: str):
     """Unpickle `data` admitting only numpy arrays; errors name `source`."""
     try:
         return _NumpyOnly(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise I3DError(f"{source}: not a safe pickle of numpy arrays ({e})") from None
     except Exception as e:  # truncated or garbled streams raise many types
         raise I3DError(f"{source}: unreadable pickle ({type(e).__name__}: {e})") from None
