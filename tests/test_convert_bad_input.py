@@ -1,0 +1,175 @@
+"""Bad checkpoints: one-line errors, exit 2, nothing written; and a fuzz of every reader."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from convert.errors import I3DError
+from convert.formats import mindspore_ckpt, safetensors_file, torch_file
+from convert.weights import default_weights_path, safe_unpickle
+
+
+def i3d(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "convert.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, "GLOG_v": "3"}, cwd=cwd, timeout=600)
+
+
+def fails(*args, words=(), cwd=None):
+    r = i3d(*args, cwd=cwd)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    d = tmp_path_factory.mktemp("good")
+    for name in ("w.ckpt", "w.pt", "w.safetensors"):
+        r = i3d("convert", "default", str(d / name))
+        assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_existing_destination_is_not_overwritten(good, tmp_path):
+    dst = tmp_path / "x.pt"
+    dst.write_bytes(b"precious")
+    fails("convert", str(good / "w.ckpt"), str(dst), words=("already exists", "--force"))
+    assert dst.read_bytes() == b"precious"
+    r = i3d("convert", str(good / "w.ckpt"), str(dst), "--force")
+    assert r.returncode == 0 and dst.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize("name", ["w.ckpt", "w.pt", "w.safetensors"])
+def test_truncated_files(good, tmp_path, name):
+    data = (good / name).read_bytes()
+    src = tmp_path / name
+    src.write_bytes(data[: len(data) * 2 // 3])
+    dst = tmp_path / "out.safetensors"
+    fails("convert", str(src), str(dst), words=(str(src),))
+    assert os.listdir(tmp_path) == [name]  # no output, no temporary left behind
+
+
+def test_wrong_format(tmp_path):
+    src = tmp_path / "model.ckpt"
+    src.write_text("just some text, not a checkpoint\n")
+    fails("convert", str(src), str(tmp_path / "o.pt"), words=("not a weight file",))
+    fails("inspect", str(src), words=("not a weight file",))
+
+
+def _flat(good):
+    return mindspore_ckpt.read(str(good / "w.ckpt"))
+
+
+def test_missing_and_extra_keys_and_wrong_shapes(good, tmp_path):
+    flat = _flat(good)
+    cases = {
+        "missing": ({k: v for k, v in flat.items() if k != "Mixed_4d.b2a.bn.beta"},
+                    ("1 missing", "Mixed_4d.b2a.bn.beta")),
+        "extra": ({**flat, "Mixed_4d.b7.conv.weight": np.zeros(3, np.float32)},
+                  ("1 unexpected", "Mixed_4d.b7.conv.weight")),
+        "shape": ({**flat, "Mixed_3c.b0.conv.weight": np.zeros((128, 256, 1, 1, 2), np.float32)},
+                  ("Mixed_3c.b0.conv.weight", "(128, 256, 1, 1, 2)", "expected (128, 256, 1, 1, 1)")),
+    }
+    for name, (bad, words) in cases.items():
+        src = tmp_path / f"{name}.ckpt"
+        mindspore_ckpt.write(bad, str(src))
+        fails("convert", str(src), str(tmp_path / f"{name}.pt"), words=words)
+        assert not (tmp_path / f"{name}.pt").exists()
+        r = i3d("inspect", str(src))
+        assert r.returncode == 1 and "problem" in r.stdout
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_payload_never_runs(tmp_path):
+    for name, obj in (("evil.ckpt", {"params": _Payload()}), ("evil2.ckpt", _Payload())):
+        src = tmp_path / name
+        src.write_bytes(pickle.dumps(obj, protocol=4))
+        fails("convert", str(src), str(tmp_path / "o.pt"), words=("refused", "posix.system"),
+              cwd=tmp_path)
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "o.pt").exists()
+
+
+def test_torch_file_with_code_is_refused(tmp_path):
+    import torch
+
+    src = tmp_path / "evil.pt"
+    torch.save({"Logits.conv.weight": _Payload()}, src)
+    fails("convert", str(src), str(tmp_path / "o.ckpt"), words=("unreadable PyTorch file",),
+          cwd=tmp_path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+# --- fuzz: small real files written by the real frameworks, mutated 1000+ times each -------
+
+def _small_files(tmp):
+    import mindspore as ms
+    import torch
+    from safetensors.numpy import save_file
+
+    rng = np.random.RandomState(0)
+    arrays = {"Mixed_3b.b1b.conv.weight": rng.randn(8, 4, 3, 3, 3).astype(np.float32),
+              "Mixed_3b.b1b.bn.beta": rng.randn(8).astype(np.float16),
+              "global_step": np.array([7], np.int32)}
+    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in arrays.items()],
+                       str(tmp / "s.ckpt"))
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp / "s.pt")
+    save_file(arrays, str(tmp / "s.safetensors"))
+    (tmp / "s.pkl").write_bytes(pickle.dumps({"params": {"Conv3d_1a_7x7": {"Conv_0": {
+        "kernel": arrays["Mixed_3b.b1b.conv.weight"]}}}}, protocol=4))
+    return {"ckpt": (tmp / "s.ckpt", mindspore_ckpt.read),
+            "pt": (tmp / "s.pt", torch_file.read),
+            "safetensors": (tmp / "s.safetensors", safetensors_file.read),
+            "pickle": (tmp / "s.pkl", lambda p: safe_unpickle(open(p, "rb").read(), p))}
+
+
+def _mutations(data: bytes, rng, n):
+    for i in range(n):
+        b = bytearray(data)
+        kind = i % 3
+        if kind == 0:
+            b = b[: rng.randint(0, len(b))]
+        else:
+            for _ in range(rng.randint(1, 9 if kind == 1 else 2)):
+                pos = rng.randint(0, len(b))
+                b[pos] = rng.randint(0, 256) if kind == 1 else b[pos] ^ (1 << rng.randint(0, 8))
+        yield bytes(b)
+
+
+@pytest.mark.parametrize("reader", ["ckpt", "pt", "safetensors", "pickle"])
+def test_fuzzed_files_raise_only_our_error(tmp_path, reader):
+    path, read = _small_files(tmp_path)[reader]
+    data = path.read_bytes()
+    rng = np.random.RandomState(42)
+    bad = tmp_path / f"fuzz.{reader}"
+    errors = 0
+    for mutated in _mutations(data, rng, 1000):
+        bad.write_bytes(mutated)
+        try:
+            read(str(bad))
+        except I3DError:
+            errors += 1
+    assert errors >= 300  # truncations alone break a third of the cases
+
+
+def test_fuzzed_headers_of_the_full_default_weights_raise_only_our_error(tmp_path):
+    data = open(default_weights_path(), "rb").read()
+    rng = np.random.RandomState(7)
+    bad = tmp_path / "fuzz.ckpt"
+    for i in range(60):
+        b = bytearray(data[: 200_000 if i % 2 else len(data)])
+        pos = rng.randint(0, 4096)
+        b[pos] ^= 0xFF
+        bad.write_bytes(bytes(b))
+        try:
+            safe_unpickle(bytes(b), str(bad))
+        except I3DError:
+            pass
