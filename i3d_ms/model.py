@@ -18,12 +18,17 @@ class BatchNorm(nn.Cell):
     """Sonnet-v1 BatchNorm: beta always, gamma only in the `bn_scale` variant.
 
     Parameter names follow MindSpore (gamma, beta, moving_mean, moving_variance). `momentum`
-    follows MindSpore too: running = momentum * running + (1 - momentum) * batch.
+    follows MindSpore too: running = momentum * running + (1 - momentum) * batch, with the
+    unbiased batch variance, as torch does. Training mode computes the statistics in two passes
+    (mean, then mean of squared deviations): MindSpore's fused CPU kernel loses digits when
+    |mean| >> std, enough to flip ReLUs whose input is near zero and so move gradients.
     """
 
-    def __init__(self, channels: int, eps: float, scale: bool, momentum: float = 0.999):
+    def __init__(self, channels: int, eps: float, scale: bool, momentum: float = 0.999,
+                 dtype: str = "float32"):
         super().__init__()
-        f32 = ms.float32
+        f32 = getattr(ms, dtype)
+        self.eps, self.momentum = Tensor(eps, f32), momentum  # a Tensor: a bare float is float32
         self.gamma = Parameter(Tensor(np.ones(channels), f32), name="gamma") if scale else None
         self.ones = Tensor(np.ones(channels), f32)
         self.beta = Parameter(Tensor(np.zeros(channels), f32), name="beta")
@@ -31,16 +36,27 @@ class BatchNorm(nn.Cell):
                                      requires_grad=False)
         self.moving_variance = Parameter(Tensor(np.ones(channels), f32), name="moving_variance",
                                          requires_grad=False)
-        self.bn_train = ops.BatchNorm(is_training=True, epsilon=eps, momentum=1.0 - momentum)
         self.bn_infer = ops.BatchNorm(is_training=False, epsilon=eps)
 
     def construct(self, x):
         n, c, d, h, w = x.shape
         x4 = x.reshape(n, c, d * h, w)  # the primitive is 4-D; statistics are per channel anyway
         gamma = self.ones if self.gamma is None else self.gamma
-        bn = self.bn_train if self.training else self.bn_infer
-        y = bn(x4, gamma, self.beta, self.moving_mean, self.moving_variance)[0]
-        return y.reshape(n, c, d, h, w)
+        if not self.training:
+            y = self.bn_infer(x4, gamma, self.beta, self.moving_mean, self.moving_variance)[0]
+            return y.reshape(n, c, d, h, w)
+        mean = x.mean(axis=(0, 2, 3, 4), keep_dims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axis=(0, 2, 3, 4), keep_dims=True)
+        y = centred * ops.rsqrt(var + self.eps) * gamma.reshape(1, c, 1, 1, 1) \
+            + self.beta.reshape(1, c, 1, 1, 1)
+        count = n * d * h * w
+        m = self.momentum
+        batch_mean = ops.stop_gradient(mean.reshape(c))
+        batch_var = ops.stop_gradient(var.reshape(c)) * (count / max(count - 1, 1))
+        ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * batch_mean)
+        ops.assign(self.moving_variance, m * self.moving_variance + (1 - m) * batch_var)
+        return y
 
 
 def _pad(x, pads, value=None):
@@ -61,7 +77,7 @@ class Conv3d(nn.Cell):
     device target.
     """
 
-    def __init__(self, cin, cout, kernel, stride, has_bias, impl="auto"):
+    def __init__(self, cin, cout, kernel, stride, has_bias, impl="auto", dtype="float32"):
         super().__init__()
         if impl == "auto":
             impl = "matmul" if ms.get_context("device_target") == "CPU" else "native"
@@ -70,9 +86,9 @@ class Conv3d(nn.Cell):
         self.kernel, self.stride, self.matmul = tuple(kernel), tuple(stride), impl == "matmul"
         fan_in = cin * int(np.prod(kernel))
         bound = 1.0 / np.sqrt(fan_in)  # torch's default init, so fresh twins start alike
-        init = np.random.uniform(-bound, bound, (cout, cin, *kernel)).astype(np.float32)
+        init = np.random.uniform(-bound, bound, (cout, cin, *kernel)).astype(dtype)
         self.weight = Parameter(Tensor(init), name="weight")
-        self.bias = Parameter(Tensor(np.zeros(cout, np.float32)), name="bias") if has_bias else None
+        self.bias = Parameter(Tensor(np.zeros(cout, dtype)), name="bias") if has_bias else None
 
     def construct(self, x):
         y = self._matmul(x) if self.matmul else ops.conv3d(x, self.weight, None, self.stride)
@@ -100,12 +116,13 @@ class Conv3d(nn.Cell):
 
 
 class Unit3d(nn.Cell):
-    def __init__(self, unit: arch.Unit, variant: arch.Variant, conv_impl: str = "auto"):
+    def __init__(self, unit: arch.Unit, variant: arch.Variant, dtype: str = "float32"):
         super().__init__()
         self.kernel, self.stride, self.variant = unit.kernel, unit.stride, variant
         self.logits = unit.logits
-        self.conv = Conv3d(unit.cin, unit.cout, unit.kernel, unit.stride, unit.logits, conv_impl)
-        self.bn = None if unit.logits else BatchNorm(unit.cout, variant.bn_eps, variant.bn_scale)
+        self.conv = Conv3d(unit.cin, unit.cout, unit.kernel, unit.stride, unit.logits, dtype=dtype)
+        self.bn = None if unit.logits else BatchNorm(unit.cout, variant.bn_eps, variant.bn_scale,
+                                                     dtype=dtype)
         self.relu = nn.ReLU()
 
     def construct(self, x):
@@ -128,10 +145,10 @@ class MaxPool3d(nn.Cell):
 
 
 class Mixed(nn.Cell):
-    def __init__(self, block: arch.Mixed, variant: arch.Variant):
+    def __init__(self, block: arch.Mixed, variant: arch.Variant, dtype: str = "float32"):
         super().__init__()
         for unit in block.units:
-            setattr(self, unit.path.rsplit(".", 1)[1], Unit3d(unit, variant))
+            setattr(self, unit.path.rsplit(".", 1)[1], Unit3d(unit, variant, dtype))
         self.pool = MaxPool3d(*arch.BRANCH3_POOL)
 
     def construct(self, x):
@@ -142,11 +159,11 @@ class Mixed(nn.Cell):
 class Head(nn.Cell):
     """Returns (Features, PerTimeLogits, Logits), as the torch twin's end points."""
 
-    def __init__(self, head: arch.Head, variant, kind: str, keep_prob: float):
+    def __init__(self, head: arch.Head, variant, kind: str, keep_prob: float, dtype: str):
         super().__init__()
         self.pool, self.kind = head.pool, kind
         self.dropout = nn.Dropout(p=1.0 - keep_prob) if keep_prob < 1.0 else nn.Identity()
-        self.unit = Unit3d(head.unit, variant)
+        self.unit = Unit3d(head.unit, variant, dtype)
 
     def construct(self, x):
         if self.kind == "global":
@@ -163,11 +180,12 @@ class InceptionI3d(nn.Cell):
 
     construct(x) returns the final end point (the (B, classes) logits by default); wrap in
     `EndPoints` to get every end point on the way (names in `end_point_names`).
+    dtype='float64' builds it in double precision, for the parity suite's exact comparisons.
     """
 
     def __init__(self, num_classes: int = 400, variant: arch.Variant = arch.DEEPMIND,
                  final_endpoint: str = "Logits", head: str = "deepmind",
-                 dropout_keep_prob: float = 1.0):
+                 dropout_keep_prob: float = 1.0, dtype: str = "float32"):
         super().__init__()
         if head not in ("deepmind", "global"):
             raise ValueError(f"head must be 'deepmind' or 'global', got {head!r}")
@@ -177,13 +195,13 @@ class InceptionI3d(nn.Cell):
         steps, names, self.head = [], [], None
         for layer in arch.layers(num_classes)[: stop + 1]:
             if isinstance(layer, arch.Unit):
-                cell = Unit3d(layer, variant)
+                cell = Unit3d(layer, variant, dtype)
             elif isinstance(layer, arch.Mixed):
-                cell = Mixed(layer, variant)
+                cell = Mixed(layer, variant, dtype)
             elif isinstance(layer, arch.Pool):
                 cell = MaxPool3d(layer.kernel, layer.stride)
             else:
-                self.head = Head(layer, variant, head, dropout_keep_prob)
+                self.head = Head(layer, variant, head, dropout_keep_prob, dtype)
                 break
             steps.append(cell)
             names.append(layer.name)
@@ -230,13 +248,18 @@ class EndPoints(nn.Cell):
         return dict(zip(self.net.end_point_names, self(x)))
 
 
-def parameters_from(weights: dict) -> dict:
+def parameters_from(weights: dict, dtype: str | None = None) -> dict:
     """Canonical weights -> {parameter name: Parameter} for `load_param_into_net`."""
-    return {k: Parameter(Tensor(a), name=k) for k, a in to_scheme(weights, "mindspore").items()}
+    return {k: Parameter(Tensor(a if dtype is None else a.astype(dtype)), name=k)
+            for k, a in to_scheme(weights, "mindspore").items()}
 
 
 def load_weights(net: InceptionI3d, weights: dict) -> InceptionI3d:
-    missing, unused = ms.load_param_into_net(net, parameters_from(weights), strict_load=True)
+    """Strict load; a net cut at an earlier end point takes just the units it has."""
+    own = {p.name: p for p in net.get_parameters()}
+    dtype = str(np.dtype(ms.dtype_to_nptype(next(iter(own.values())).dtype)))
+    params = {k: v for k, v in parameters_from(weights, dtype).items() if k in own}
+    missing, unused = ms.load_param_into_net(net, params, strict_load=True)
     if missing or unused:
         raise ValueError(f"weights do not fit the network: missing {missing}, unused {unused}")
     return net

@@ -147,7 +147,9 @@ def state_dict_from(weights: dict) -> dict:
 
 
 def load_weights(model: InceptionI3d, weights: dict) -> InceptionI3d:
-    model.load_state_dict(state_dict_from(weights), strict=True)
+    """Strict load; a model cut at an earlier end point takes just the units it has."""
+    own = model.state_dict().keys()
+    model.load_state_dict({k: v for k, v in state_dict_from(weights).items() if k in own}, strict=True)
     return model
 
 
