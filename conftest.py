@@ -6,7 +6,7 @@ import pytest
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "tests", "data")
 
 
 @pytest.fixture(scope="session")

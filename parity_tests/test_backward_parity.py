@@ -1,0 +1,20 @@
+"""Backward parity: SGD steps in both twins, BN in training mode, compared tensor by tensor."""
+import numpy as np
+
+from parity_tests.run import backward
+
+
+def test_training_steps_agree(weights):
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, (2, 3, 16, 112, 112)).astype(np.float32)
+    y = rng.randint(0, 400, 2)
+    report = backward(weights, x, y, steps=5, head="global")
+    exact, f32 = report["sections"]["float64"], report["sections"]["float32"]
+    # float64: every gradient, updated weight and BN statistic, and the 5-step loss curve
+    assert exact["ok"] and exact["max_grad_rel"] < 1e-4, exact["first_failure"]
+    names = {r["name"] for r in exact["rows"]}
+    assert "grad Conv3d_1a_7x7:w" in names and "updated Mixed_5c/Branch_3/Conv3d_0b_1x1:var" in names
+    assert exact["losses"][-1]["rel"] < 1e-4
+    # float32: what training runs; within rounding of torch's own float32 error
+    assert f32["ok"] and f32["median_grad_rel"] < 1e-3
+    assert all(s["rel"] < 1e-3 for s in f32["losses"])

@@ -1,0 +1,128 @@
+"""Data: readers, clip sampling, transforms, sharding, bad videos, and the motion dataset."""
+import argparse
+import os
+
+import mindspore  # noqa: F401  (MindSpore must be imported before decord)
+import numpy as np
+import pytest
+
+from convert.errors import I3DError
+from i3d_ms.commands import register
+from i3d_ms.data import (TrainSource, Video, check_videos, class_names, eval_clips, read_kinetics,
+                         read_list, train_indices)
+from i3d_ms.data.clips import random_crop, three_crops, train_clip, uniform_indices
+from i3d_ms.make_dataset import DIRECTIONS, make_dataset, render
+
+DATA = {"frames": 4, "stride": 2, "resize": 36, "crop": 32, "scales": [1.0, 0.875], "flip": True,
+        "clips": 3, "workers": 2}
+
+
+def i3d(*argv) -> int:
+    p = argparse.ArgumentParser(prog="i3d")
+    register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small") / "d"
+    make_dataset(str(root), classes=3, videos_per_class=4, val_per_class=1, frames=12)
+    return root
+
+
+def test_make_dataset_kinetics_layout_real_mp4s(small):
+    from convert.video import read_video
+
+    assert class_names(str(small)) == sorted(["moving right", "moving left", "moving down"])
+    train = read_kinetics(str(small), "train")
+    assert len(train) == 12 and sorted({v.label for v in train}) == [0, 1, 2]
+    name = os.path.basename(train[0].path)
+    assert name.endswith("_000000_000012.mp4") and os.path.dirname(train[0].path).endswith("train")
+    with open(train[0].path, "rb") as f:
+        assert f.read(12)[4:8] == b"ftyp"  # an mp4 container
+    video = read_video(train[0].path)
+    assert video.shape == (12, 48, 64, 3) and video.dtype == np.uint8
+    with pytest.raises(I3DError, match="not empty"):
+        make_dataset(str(small))
+
+
+def test_motion_is_the_only_cue():
+    """Each frame is the previous one shifted along the class direction; frame statistics carry
+    nothing about the class (same texture generator whatever the direction)."""
+    for name, (dy, dx) in DIRECTIONS.items():
+        v = render((dy, dx), np.random.default_rng(1), frames=5)
+        speed = [s for s in range(2, 5) if np.array_equal(np.roll(v[0], (dy * s, dx * s), (0, 1)), v[1])]
+        assert len(speed) == 1, name
+        for t in range(1, 5):
+            assert np.array_equal(np.roll(v[t - 1], (dy * speed[0], dx * speed[0]), (0, 1)), v[t])
+    firsts = {n: render(d, np.random.default_rng(7), frames=1)[0] for n, d in DIRECTIONS.items()}
+    assert all(np.array_equal(f, firsts["moving up"]) for f in firsts.values())
+
+
+def test_kinetics_test_split_without_labels_and_list_files(small, tmp_path):
+    (small / "kinetics-400_test.csv").write_text("youtube_id,time_start,time_end,split\nabc,3,13,test\n")
+    (test,) = read_kinetics(str(small), "test")
+    assert test == Video(str(small / "test" / "abc_000003_000013.mp4"), -1)
+    (tmp_path / "l.txt").write_text("# comment\nsub dir/a b.mp4 3\n\n/abs/c.mp4 0\n")
+    assert read_list(str(tmp_path / "l.txt")) == [Video(str(tmp_path / "sub dir/a b.mp4"), 3),
+                                                  Video("/abs/c.mp4", 0)]
+    (tmp_path / "bad.txt").write_text("only_a_path.mp4\n")
+    with pytest.raises(I3DError, match="bad.txt:1"):
+        read_list(str(tmp_path / "bad.txt"))
+
+
+def test_clip_sampling():
+    rng = np.random.default_rng(0)
+    idx = train_indices(100, 8, 2, rng)
+    assert len(idx) == 8 and (np.diff(idx) == 2).all() and idx[-1] < 100
+    assert train_indices(5, 8, 1, rng).tolist() in [[(s + i) % 5 for i in range(8)] for s in range(5)]
+    assert [c.tolist() for c in uniform_indices(20, 4, 2, 3)] == [[0, 2, 4, 6], [6, 8, 10, 12],
+                                                                 [13, 15, 17, 19]]
+    assert uniform_indices(20, 4, 2, 1)[0].tolist() == [6, 8, 10, 12]  # the centre clip
+
+
+def test_transforms_shapes_ranges_and_crops():
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (10, 48, 64, 3), dtype=np.uint8)
+    clip = train_clip(video, 4, 2, 36, 32, [1.0, 0.875], True, rng)
+    assert clip.shape == (3, 4, 32, 32) and clip.dtype == np.float32
+    assert -1.0 <= clip.min() and clip.max() <= 1.0
+    assert random_crop(video, 24, [0.5], rng).shape == (10, 24, 24, 3)
+    left, centre, right = three_crops(video, 48)
+    assert np.array_equal(left, video[:, :, :48]) and np.array_equal(right, video[:, :, 16:])
+    assert np.array_equal(centre, video[:, :, 8:56])
+    clips = eval_clips(video, 4, 2, 36, 32, "multi", 2)
+    assert len(clips) == 6 and all(c.shape == (3, 4, 32, 32) for c in clips)
+    assert len(eval_clips(video, 4, 2, 36, 32, "centre")) == 1
+
+
+def test_sharding_is_disjoint_and_order_is_a_function_of_the_step(small):
+    videos = read_kinetics(str(small), "train")
+    ranks = [TrainSource(videos, DATA, 2, 6, rank=r, world=2, seed=3) for r in range(2)]
+    for epoch in range(3):
+        a, b = ranks[0].shard(epoch), ranks[1].shard(epoch)
+        assert len(a) == len(b) == 6 and not set(a) & set(b)
+    full = TrainSource(videos, DATA, 2, 6, seed=3)
+    resumed = TrainSource(videos, DATA, 2, 6, start=4, seed=3)
+    for k in range(len(resumed)):
+        x, y = full[k + 8]
+        x2, y2 = resumed[k]
+        assert y == y2 and np.array_equal(x, x2)
+
+
+def test_bad_videos_are_skipped_counted_and_checked(small, tmp_path, capsys):
+    good = read_kinetics(str(small), "train")[:3]
+    (tmp_path / "corrupt.mp4").write_bytes(b"not a video at all" * 100)
+    lines = [f"{v.path} {v.label}" for v in good] + ["corrupt.mp4 0", "missing.mp4 1"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    videos = read_list(str(tmp_path / "list.txt"))
+    assert [os.path.basename(p) for p, _ in check_videos(videos)] == ["corrupt.mp4", "missing.mp4"]
+    assert i3d("check-videos", tmp_path / "list.txt") == 1
+    out = capsys.readouterr().out
+    assert "missing.mp4: no such file" in out and "3 of 5 videos readable, 2 bad" in out
+    assert i3d("check-videos", small, "--split", "val") == 0
+
+    source = TrainSource(videos, DATA, 5, 2)  # every video in each batch: bad ones replaced
+    labels = [int(source[k][1]) for k in range(10)]
+    assert len(source.bad) == 2 and set(labels) <= {v.label for v in good}

@@ -1,0 +1,231 @@
+"""Training on real mp4s made by `i3d make-dataset`: learning, resume, msrun, bad videos, fp16.
+
+Sizes are small so that CPU runs take seconds to a minute (see config/cpu_smoke.yaml): 8 frames
+of 32x32 and I3D cut after Conv3d_2c_3x3, fine-tuned from DeepMind's Kinetics weights.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import mindspore  # noqa: F401  (MindSpore must be imported before decord)
+import numpy as np
+import pytest
+
+from i3d_ms.commands import register
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(REPO, "config", "cpu_smoke.yaml")
+
+
+def i3d(*argv) -> int:
+    """The subcommands as `i3d` runs them."""
+    p = argparse.ArgumentParser(prog="i3d")
+    register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def motion(tmp_path_factory):
+    """4 motion-direction classes, 48 train and 8 val videos each (real H.264 mp4s)."""
+    root = tmp_path_factory.mktemp("motion") / "data"
+    assert i3d("make-dataset", root, "--classes", 4) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_list(motion, tmp_path_factory):
+    """16 good videos, a corrupt mp4 and a missing one, as a list file."""
+    from i3d_ms.data import read_kinetics
+
+    folder = tmp_path_factory.mktemp("lists")
+    (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    good = read_kinetics(str(motion), "train")[::12][:16]
+    lines = [f"{v.path} {v.label}" for v in good[:7]] + ["corrupt.mp4 1", "missing.mp4 2"]
+    lines += [f"{v.path} {v.label}" for v in good[7:]]
+    (folder / "train.txt").write_text("\n".join(lines) + "\n")
+    return folder / "train.txt"
+
+
+def test_learns_motion_to_90_percent(motion, tmp_path, capsys):
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    assert i3d("train", "--config", SMOKE, f"data.root={motion}", f"train.out={out}") == 0
+    seconds = time.perf_counter() - start
+    log = rows(out / "train.jsonl")
+    final = [r for r in log if "val_top1" in r][-1]
+    losses = [r["loss"] for r in log if "loss" in r]
+    print(f"\n{len(losses)} steps in {seconds:.0f} s, val top-1 {final['val_top1']:.3f}; loss every "
+          f"10 steps: {[round(x, 3) for x in losses[::10]]}")
+    assert final["step"] == 60 and final["val_top1"] >= 0.9
+    assert np.mean(losses[:5]) > 1.0 and np.mean(losses[-5:]) < 0.5
+    assert (out / "train.png").stat().st_size > 10000
+    assert sorted(os.listdir(out / "checkpoints")) == ["step_00000050.ckpt", "step_00000060.ckpt"]
+
+    capsys.readouterr()
+    csv_path = tmp_path / "val.csv"
+    assert i3d("eval", "--config", SMOKE, f"data.root={motion}", "--checkpoint",
+               out / "checkpoints" / "step_00000060.ckpt", "--csv", csv_path, "--json") == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["videos"] == 32 and m["video_top1"] == pytest.approx(final["val_top1"])
+    assert len(csv_path.read_text().splitlines()) == 33
+
+
+def _cfg(bad_list, out, steps=8):
+    return [f"data.train={bad_list}", "data.val=null", f"train.out={out}", f"train.steps={steps}",
+            "train.batch_size=4", "train.checkpoint_every=4", "train.warmup_steps=2"]
+
+
+def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_list, tmp_path):
+    from i3d_ms.train import load_config, train
+
+    # uninterrupted, in this process
+    summary, _ = train(load_config(SMOKE, _cfg(bad_list, tmp_path / "a")))
+    assert sorted(os.path.basename(p) for p in summary["skipped"]) == ["corrupt.mp4", "missing.mp4"]
+    full = {r["step"]: r["loss"] for r in rows(tmp_path / "a" / "train.jsonl")}
+    assert sorted(full) == list(range(8))
+    assert any(r.get("skipped_videos") == 2 for r in rows(tmp_path / "a" / "train.jsonl"))
+
+    # interrupted: killed (SIGKILL) as soon as its step-4 checkpoint exists
+    b = tmp_path / "b"
+    code = ("import mindspore, sys; from i3d_ms.train import load_config, train; "
+            f"train(load_config({SMOKE!r}, {_cfg(bad_list, b)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
+    ckpt = b / "checkpoints" / "step_00000004.ckpt"
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+
+    summary, _ = train(load_config(SMOKE, _cfg(bad_list, b)), resume=True)
+    assert summary["start"] == 4
+    resumed = {r["step"]: r["loss"] for r in rows(b / "train.jsonl")}  # last entry per step wins
+    for step in range(4, 8):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+
+
+def test_two_msrun_workers_hold_identical_weights(bad_list, tmp_path):
+    from convert.weights import load_default
+
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(
+        "import os, sys\nimport mindspore\nimport numpy as np\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "from i3d_ms.train import load_config, train\n"
+        f"summary, trainer = train(load_config({SMOKE!r}, sys.argv[1:]))\n"
+        f"np.savez(os.path.join({str(tmp_path)!r}, f\"rank{{summary['rank']}}of{{summary['world']}}.npz\"),\n"
+        "         **{p.name: p.asnumpy() for p in trainer.net.trainable_params()})\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    msrun = os.path.join(os.path.dirname(sys.executable), "msrun")
+    done = subprocess.run([msrun, "--worker_num=2", "--local_worker_num=2", f"--master_port={port}",
+                           f"--log_dir={tmp_path / 'logs'}", "--join=True", launcher,
+                           *_cfg(bad_list, tmp_path / "run", steps=3)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    a, b = np.load(tmp_path / "rank0of2.npz"), np.load(tmp_path / "rank1of2.npz")
+    assert len(a.files) == 8 and sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    before = load_default()["Conv3d_1a_7x7"]
+    first = next(k for k in a.files if k.startswith("Conv3d_1a_7x7.conv"))
+    assert np.abs(a[first] - before["w"]).max() > 0  # they trained
+    assert [r["step"] for r in rows(tmp_path / "run" / "train.jsonl")] == [0, 1, 2]  # one writer
+
+
+def _trainer(overrides, seed_params=None):
+    import i3d_ms
+    from i3d_ms.train import Trainer, build_net, load_config
+
+    cfg = load_config(SMOKE, ["model.final_endpoint=Conv3d_1a_7x7", *overrides])
+    i3d_ms.set_mode("pynative")
+    np.random.seed(0)
+    net = build_net(cfg["model"], 4)
+    if seed_params is not None:
+        for p in net.get_parameters():
+            p.set_data(mindspore.Tensor(seed_params[p.name]))
+    return Trainer(net, cfg["train"])
+
+
+def _params(trainer):
+    return {p.name: p.asnumpy().copy() for p in trainer.net.get_parameters()}
+
+
+def test_loss_scaling_unscales_gradients_and_skips_overflow():
+    from i3d_ms.train import learning_rate
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4, 3, 8, 16, 16)).astype(np.float32)
+    y = np.arange(4, dtype=np.int32)
+    plain = _trainer([])
+    init = _params(plain)
+    scaled = _trainer(["train.loss_scale=dynamic", "train.loss_scale_init=1024"], init)
+    for _ in range(2):
+        assert plain.step(x, y)[0] == pytest.approx(scaled.step(x, y)[0], rel=1e-6)
+    after = _params(plain)
+    for k, v in _params(scaled).items():  # x1024 then /1024 is exact: the same update
+        np.testing.assert_allclose(v, after[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert any(np.abs(after[k] - init[k]).max() > 0 for k in init)
+    assert float(plain.opt.get_lr()) == pytest.approx(learning_rate(2, plain.t))  # warmup: 3rd lr
+
+    # fp16 (MindSpore 'auto' mixed precision runs on CPU too): 2**16 overflows the fp16
+    # gradients; those steps change nothing and halve the scale, then training proceeds
+    half = _trainer(["train.precision=fp16", "train.loss_scale=dynamic",
+                     "train.loss_scale_init=65536"], init)
+    finite, scales = [], []
+    for _ in range(4):
+        finite.append(half.step(x, y)[2])
+        scales.append(float(half.scaler.scale_value.asnumpy()))
+        if not finite[-1]:  # weights and momentum untouched (BN statistics do move: forward)
+            assert all(np.array_equal(p.asnumpy(), init[p.name])
+                       for p in half.net.trainable_params())
+            assert all(not p.asnumpy().any() for p in half.opt.moments)
+    assert finite[0] is False and finite[-1] is True and scales[0] == 32768.0
+    assert float(half.opt.get_lr()) == pytest.approx(half.schedule[4])  # skips kept the schedule
+    assert any(np.abs(v - init[k]).max() > 0 for k, v in _params(half).items())
+
+
+def test_learning_rate_schedule():
+    from i3d_ms.train import learning_rate
+
+    t = {"lr": 0.1, "warmup_steps": 4, "steps": 14, "final_lr": 0.0}
+    lrs = [learning_rate(s, t) for s in range(14)]
+    assert lrs[:5] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1])
+    assert lrs[9] == pytest.approx(0.05)          # half-way through the cosine
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] < 0.003
+
+
+def test_gpu_config_step_in_graph_mode_on_cpu():
+    """config/gpu_1.yaml's step (graph mode, fp16, dynamic loss scaling) compiles and trains;
+    on CPU and at toy size here (the GPU itself could not be tried)."""
+    import i3d_ms
+    from i3d_ms.train import Trainer, build_net, load_config
+
+    cfg = load_config(os.path.join(REPO, "config", "gpu_1.yaml"), [
+        "train.device=CPU", "model.final_endpoint=Conv3d_1a_7x7", "train.steps=3",
+        "train.warmup_steps=1", "train.lr=0.05"])
+    t = cfg["train"]
+    assert (t["mode"], t["precision"], t["loss_scale"]) == ("graph", "fp16", "dynamic")
+    i3d_ms.set_mode("graph", "CPU")
+    try:
+        np.random.seed(0)
+        trainer = Trainer(build_net(cfg["model"], 4), t)
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-1, 1, (4, 3, 8, 16, 16)).astype(np.float32)
+        losses = [trainer.step(x, np.arange(4, dtype=np.int32))[0] for _ in range(3)]
+    finally:
+        i3d_ms.set_mode("pynative", "CPU")
+    assert np.isfinite(losses).all() and losses[2] < losses[0]
