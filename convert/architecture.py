@@ -153,6 +153,32 @@ def output_size(variant: Variant, size: int, dim: int) -> int:
     return size
 
 
+def flops(variant: Variant = DEEPMIND, size: tuple = (64, 224, 224), num_classes: int = 400,
+          head: str = "deepmind") -> int:
+    """Forward multiply-adds x 2 of every conv (and the logits conv) for one clip of `size`
+    (T, H, W), walked from the table; pools and BatchNorm add well under 1% and are left out."""
+    sizes, total = list(size), 0
+    for layer in layers(num_classes):
+        if isinstance(layer, Pool):
+            sizes = [(n + s - 1) // s for n, s in zip(sizes, layer.stride)]
+            continue
+        if isinstance(layer, Head):
+            if head == "deepmind":
+                sizes = [n - k + 1 for n, k in zip(sizes, layer.pool)]
+            else:
+                sizes = [sizes[0], 1, 1]
+        block = layer.units if isinstance(layer, Mixed) else (layer.unit,) if isinstance(layer, Head) \
+            else (layer,)
+        out = sizes
+        for u in block:
+            pads = conv_padding(variant, tuple(sizes), u.kernel, u.stride)
+            out = [(n + a + b - k) // s + 1 for n, (a, b), k, s in zip(sizes, pads, u.kernel, u.stride)]
+            total += 2 * u.cin * u.cout * u.kernel[0] * u.kernel[1] * u.kernel[2] * \
+                out[0] * out[1] * out[2]
+        sizes = out
+    return total
+
+
 def min_frames(variant: Variant = DEEPMIND, head: str = "deepmind") -> int:
     """Fewest input frames the head can take: DeepMind's pools 2 steps of Mixed_5c's time."""
     need = LAYERS[-1].pool[0] if head == "deepmind" else 1

@@ -206,6 +206,23 @@ def cmd_parity(args) -> int:
     return 0 if all(r["ok"] for r in reports) else 1
 
 
+def cmd_bench(args) -> int:
+    from benchmarks.run import markdown, run, write
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise I3DError("--device cuda: torch sees no CUDA device on this machine")
+    result = run(args.suite, args.device, args.frameworks, args.batch, args.frames, args.size,
+                 args.dtype, args.repeat, video=args.video,
+                 progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))
+    base = write(result, args.out, args.name)
+    print(markdown(result))
+    print(f"written: {base}.json, {base}.md, {base}.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="i3d", description="I3D in MindSpore and PyTorch: "
                                 "predict, convert, check parity, benchmark, train.")
@@ -260,6 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--markdown", metavar="FILE")
     q.add_argument("--plot", metavar="FILE", help="PNG of error by end point")
     q.set_defaults(func=cmd_parity)
+
+    q = sub.add_parser("bench", help="throughput against the machine's matmul ceiling")
+    q.add_argument("--suite", nargs="+", default=["infer", "train", "data", "convert"],
+                   choices=("infer", "train", "data", "convert"))
+    q.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    q.add_argument("--frameworks", nargs="+", default=["torch", "mindspore", "jax"],
+                   choices=("torch", "mindspore", "jax"))
+    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--frames", type=int, default=64)
+    q.add_argument("--size", type=int, default=224)
+    q.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    q.add_argument("--repeat", type=int, default=3)
+    q.add_argument("--video", default=None, help="clip for the data suite (default: the sample)")
+    q.add_argument("--out", default="benchmarks/results")
+    q.add_argument("--name", default="bench", help="file stem of the results")
+    q.set_defaults(func=cmd_bench)
 
     q = sub.add_parser("demo", help="classify a sample video with both twins and compare")
     q.add_argument("video", nargs="?", default=SAMPLE)
