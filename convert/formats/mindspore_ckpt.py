@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import I3DError
+from ..fileio import read_bytes
 from .dtypes import BFLOAT16
 
 TYPES = {"Float32": np.dtype("<f4"), "Float16": np.dtype("<f2"), "Float64": np.dtype("<f8"),
@@ -85,11 +86,7 @@ def _tensor(buf, start, end, tag):
 
 def read(path: str) -> dict:
     """{tag: np.ndarray} of every tensor in a MindSpore checkpoint."""
-    try:
-        with open(path, "rb") as f:
-            buf = f.read()
-    except OSError as e:
-        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
+    buf = read_bytes(path)
     out = {}
     try:
         for field, wire, value in _fields(buf, 0, len(buf)):

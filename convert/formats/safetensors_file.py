@@ -11,6 +11,7 @@ import struct
 import numpy as np
 
 from ..errors import I3DError
+from ..fileio import read_bytes
 from .dtypes import BFLOAT16
 
 TYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8"), "BF16": BFLOAT16,
@@ -21,11 +22,7 @@ NAMES = {v: k for k, v in TYPES.items()}
 
 def read(path: str) -> tuple:
     """({name: np.ndarray}, metadata {str: str})."""
-    try:
-        with open(path, "rb") as f:
-            buf = f.read()
-    except OSError as e:
-        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
+    buf = read_bytes(path)
     try:
         if len(buf) < 8:
             raise ValueError("shorter than its header")

@@ -1,9 +1,18 @@
-"""Write a file completely or not at all: a temporary name in the same folder, then rename."""
+"""Files in and out without losing anything: reads fail with one line naming the file, writes
+happen completely or not at all (a temporary name in the same folder, then a rename)."""
 import contextlib
 import os
 import tempfile
 
-from ..errors import I3DError
+from .errors import I3DError
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
 
 
 @contextlib.contextmanager
