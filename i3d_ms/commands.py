@@ -1,0 +1,121 @@
+"""The training-side subcommands of `i3d`: train, eval, make-dataset, check-videos.
+
+`register(subparsers)` adds them to the CLI's argparse subparsers. Handlers import MindSpore
+only when they run (and before decord, which MindSpore cannot follow into a process).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+
+def _mindspore_first():
+    os.environ.setdefault("GLOG_v", "3")
+    import mindspore  # noqa: F401
+
+
+def cmd_train(args) -> int:
+    _mindspore_first()
+    from .train import load_config, train
+
+    cfg = load_config(args.config, args.overrides)
+    summary, _ = train(cfg, resume=args.resume, pretrained=args.pretrained)
+    if summary["rank"] == 0:
+        bad = summary["skipped"]
+        print(f"trained steps {summary['start']}..{summary['steps']} on {summary['world']} "
+              f"device(s) in {summary['seconds']} s; last loss {summary['last_loss']:.4f}; "
+              f"outputs in {cfg['train']['out']}")
+        for path, why in bad.items():
+            print(f"skipped {path}: {why}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    _mindspore_first()
+    from .evaluate import evaluate
+    from .train import load_config
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.{'root' if os.path.isdir(args.data) else 'val'}={args.data}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    cfg = load_config(args.config, overrides)
+    m = evaluate(cfg, args.checkpoint, args.protocol, args.csv)
+    if args.json:
+        print(json.dumps(m))
+        return 0
+    if "video_top1" in m:
+        print(f"{m['videos']} videos, {m['clips']} clips")
+        for level in ("clip", "video"):
+            print(f"  {level:<6} top-1 {m[level + '_top1']:.2%}  top-5 {m[level + '_top5']:.2%}  "
+                  f"mean class {m[level + '_mean_class']:.2%}")
+    for path, why in m["skipped"].items():
+        print(f"skipped {path}: {why}")
+    if args.csv:
+        print(f"per-video predictions: {args.csv}")
+    return 0
+
+
+def cmd_make_dataset(args) -> int:
+    from .make_dataset import make_dataset
+
+    out = make_dataset(args.out, args.classes, args.videos_per_class, args.val_per_class,
+                       args.frames, args.height, args.width, args.seed)
+    print(f"{args.out}: {out['train']} train and {out['val']} val videos of "
+          f"{len(out['classes'])} classes ({', '.join(out['classes'])})")
+    return 0
+
+
+def cmd_check_videos(args) -> int:
+    from .data import check_videos, read_source
+
+    videos = read_source(args.source, args.split)
+    bad = check_videos(videos)
+    for path, why in bad:
+        print(f"{path}: {why}")
+    print(f"{len(videos) - len(bad)} of {len(videos)} videos readable, {len(bad)} bad")
+    return 1 if bad else 0
+
+
+def _config_args(q):
+    q.add_argument("--config", required=True, help="YAML file (see config/)")
+    q.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
+                   help="override config settings, e.g. train.lr=0.01 data.workers=8")
+
+
+def register(subparsers):
+    q = subparsers.add_parser("train", help="train or fine-tune the MindSpore twin (msrun for many devices)")
+    _config_args(q)
+    q.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in train.out (weights, optimizer, step, data order)")
+    q.add_argument("--pretrained", metavar="CKPT",
+                   help="start from these weights (overrides model.weights; 'scratch' for none)")
+    q.set_defaults(func=cmd_train)
+
+    q = subparsers.add_parser("eval", help="top-1/top-5/mean class accuracy of a checkpoint")
+    _config_args(q)
+    q.add_argument("--checkpoint", required=True, help="a training checkpoint, 'default', or any weight file")
+    q.add_argument("--protocol", choices=("centre", "multi"),
+                   help="one centre clip, or data.clips uniform clips x 3 crops (default: config)")
+    q.add_argument("--data", help="Kinetics root or val list file (overrides the config)")
+    q.add_argument("--device", choices=("CPU", "GPU"))
+    q.add_argument("--csv", help="write per-video predictions here")
+    q.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    q.set_defaults(func=cmd_eval)
+
+    q = subparsers.add_parser("make-dataset", help="write a small motion-direction dataset (Kinetics layout, mp4)")
+    q.add_argument("out")
+    q.add_argument("--classes", type=int, default=4)
+    q.add_argument("--videos-per-class", type=int, default=48, help="training videos per class")
+    q.add_argument("--val-per-class", type=int, default=8)
+    q.add_argument("--frames", type=int, default=16)
+    q.add_argument("--height", type=int, default=48)
+    q.add_argument("--width", type=int, default=64)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_make_dataset)
+
+    q = subparsers.add_parser("check-videos", help="list missing and undecodable videos (exit 1 if any)")
+    q.add_argument("source", help="a list file ('PATH LABEL' lines) or a Kinetics root")
+    q.add_argument("--split", default="train", help="the CSV split of a Kinetics root")
+    q.set_defaults(func=cmd_check_videos)
