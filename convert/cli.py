@@ -175,6 +175,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_parity(args) -> int:
     from .formats import read_weights
+    from .weights import num_classes
 
     for fw in ("mindspore", "torch"):
         twin(fw)  # imported before decord (see twin())
@@ -192,7 +193,7 @@ def cmd_parity(args) -> int:
         rng = np.random.RandomState(0)
         n = args.backward_size
         small = rng.uniform(-1, 1, (2, 3, args.backward_frames, n, n)).astype(np.float32)
-        y = rng.randint(0, len(weights["Logits/Conv3d_0c_1x1"]["b"]), 2)
+        y = rng.randint(0, num_classes(weights), 2)
         reports.append(run.backward(weights, small, y, args.steps, args.tolerance or 1e-4,
                                     info["variant"], head="global"))
         print()

