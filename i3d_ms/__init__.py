@@ -1,15 +1,17 @@
 """MindSpore twin of I3D, built by walking `convert.architecture`, plus its training path.
 
-MindSpore is imported on first use of a model name, so `i3d_ms.commands` (the CLI's training
-subcommands) loads without it."""
-_MODEL = ("BatchNorm", "EndPoints", "InceptionI3d", "build", "load_weights", "parameters_from",
-          "predict", "set_mode")
-__all__ = list(_MODEL)
+Importing this package imports MindSpore (its C++ log set to errors unless GLOG_v says
+otherwise). Import it before anything decodes video: MindSpore aborts (std::random_device)
+when it is imported after decord in the same process.
+"""
+import os
 
+os.environ.setdefault("GLOG_v", "3")
 
-def __getattr__(name):
-    if name in _MODEL:
-        from . import model
+import mindspore  # noqa: E402,F401
 
-        return getattr(model, name)
-    raise AttributeError(f"module 'i3d_ms' has no attribute {name!r}")
+from .model import (BatchNorm, InceptionI3d, build, end_points, load_weights,  # noqa: E402
+                    parameters_from, predict, set_mode)
+
+__all__ = ["BatchNorm", "InceptionI3d", "build", "end_points", "load_weights", "parameters_from",
+           "predict", "set_mode"]

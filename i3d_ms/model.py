@@ -1,7 +1,8 @@
 """InceptionI3d as a MindSpore nn.Cell, walked from the shared architecture table.
 
 Runs in graph and pynative mode. Padding is computed in construct from the static input shape
-by the shared rule (`convert.architecture.padding`), so every input size gets TF 'SAME' right.
+by the shared rule (`convert.architecture.conv_padding`), so every input size gets TF 'SAME'
+right. The public API is the torch twin's: `build`, `end_points`, `predict`.
 Only `nn.*`/`ops.*` ops are used: `mint.nn` 3-D ops have no CPU kernels.
 """
 from __future__ import annotations
@@ -178,8 +179,8 @@ class Head(nn.Cell):
 class InceptionI3d(nn.Cell):
     """I3D, RGB stream. Input (B, 3, T, H, W) in [-1, 1]; same options as the torch twin.
 
-    construct(x) returns the final end point (the (B, classes) logits by default); wrap in
-    `EndPoints` to get every end point on the way (names in `end_point_names`).
+    construct(x) returns the final end point (the (B, classes) logits by default);
+    end_points(x) returns every end point on the way, as the torch twin's does.
     dtype='float64' builds it in double precision, for the parity suite's exact comparisons.
     """
 
@@ -233,9 +234,16 @@ class InceptionI3d(nn.Cell):
     def construct(self, x):
         return self.walk(x)[-1]
 
+    def end_points(self, x) -> dict:
+        """{end point name: Tensor}. Compiled as a whole in graph mode (through a wrapper cell
+        kept outside the cell tree, so parameter names do not change)."""
+        if "_walker" not in self.__dict__:
+            self.__dict__["_walker"] = _Walker(self)
+        return dict(zip(self.end_point_names, self.__dict__["_walker"](x)))
 
-class EndPoints(nn.Cell):
-    """Wraps a twin so that calling it returns the tuple of every end point."""
+
+class _Walker(nn.Cell):
+    """Calling it returns the tuple of every end point of `net`."""
 
     def __init__(self, net: InceptionI3d):
         super().__init__(auto_prefix=False)
@@ -243,9 +251,6 @@ class EndPoints(nn.Cell):
 
     def construct(self, x):
         return self.net.walk(x)
-
-    def as_dict(self, x) -> dict:
-        return dict(zip(self.net.end_point_names, self(x)))
 
 
 def parameters_from(weights: dict, dtype: str | None = None) -> dict:
@@ -285,3 +290,10 @@ def set_mode(mode: str = "pynative", device: str = "CPU"):
 def predict(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs):
     """Logits (B, classes) as numpy for a numpy clip (B, 3, T, H, W) in [-1, 1]."""
     return build(weights, variant, **kwargs)(Tensor(clip)).asnumpy()
+
+
+def end_points(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs) -> dict:
+    """{end point: numpy array} up to Predictions (or `final_endpoint`) for a numpy clip."""
+    kwargs.setdefault("final_endpoint", "Predictions")
+    out = build(weights, variant, **kwargs).end_points(Tensor(clip))
+    return {k: v.asnumpy() for k, v in out.items()}

@@ -1,4 +1,5 @@
-"""InceptionI3d as a torch.nn.Module, walked from the shared architecture table."""
+"""InceptionI3d as a torch.nn.Module, walked from the shared architecture table. Public API,
+shared with the MindSpore twin: `build`, `end_points`, `predict`."""
 from __future__ import annotations
 
 import torch
@@ -166,3 +167,11 @@ def predict(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs
     model = build(weights, variant, **kwargs)
     with torch.inference_mode():
         return model(torch.from_numpy(clip)).numpy()
+
+
+def end_points(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs) -> dict:
+    """{end point: numpy array} up to Predictions (or `final_endpoint`) for a numpy clip."""
+    kwargs.setdefault("final_endpoint", "Predictions")
+    model = build(weights, variant, **kwargs)
+    with torch.inference_mode():
+        return {k: v.float().numpy() for k, v in model.end_points(torch.from_numpy(clip)).items()}

@@ -33,7 +33,8 @@ def forward(weights, x, frameworks=("torch", "mindspore", "jax"), dtype="float32
     """Every end point of each implementation against the reference (the JAX model when it can
     run, else the torch twin). With dtype other than float32, torch under autocast is also
     compared against torch float32. `outputs` may bring precomputed end points."""
-    from .forward import jax_available, jax_end_points, ms_end_points, torch_end_points
+    from .forward import ms_end_points, torch_end_points
+    from .reference import jax_available, jax_end_points
 
     tol, min_cos = TOLERANCES["float32"]
     tol = tolerance if tolerance is not None else tol

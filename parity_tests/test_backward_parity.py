@@ -6,11 +6,12 @@ from parity_tests.run import backward
 
 def test_training_steps_agree(weights):
     rng = np.random.RandomState(0)
-    x = rng.uniform(-1, 1, (2, 3, 16, 112, 112)).astype(np.float32)
+    # small but whole: every unit, BN in training mode (Mixed_5c sees a 1x2x2 map per clip)
+    x = rng.uniform(-1, 1, (2, 3, 8, 64, 64)).astype(np.float32)
     y = rng.randint(0, 400, 2)
-    report = backward(weights, x, y, steps=5, head="global")
+    report = backward(weights, x, y, steps=2, head="global")
     exact, f32 = report["sections"]["float64"], report["sections"]["float32"]
-    # float64: every gradient, updated weight and BN statistic, and the 5-step loss curve
+    # float64: every gradient, updated weight and BN statistic, and the loss curve
     assert exact["ok"] and exact["max_grad_rel"] < 1e-4, exact["first_failure"]
     names = {r["name"] for r in exact["rows"]}
     assert "grad Conv3d_1a_7x7:w" in names and "updated Mixed_5c/Branch_3/Conv3d_0b_1x1:var" in names

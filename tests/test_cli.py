@@ -2,24 +2,15 @@
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 
-from convert.weights import default_weights_path
-
-I3D = [sys.executable, "-m", "convert.cli"]
-
-
-def run(*args, cwd=None):
-    env = {**os.environ, "GLOG_v": "3"}
-    return subprocess.run([*I3D, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=600)
+from convert.checkpoints import default_weights_path
+from tests.helpers import Payload, expect_error, i3d
 
 
 def predict_json(video, framework, *extra):
-    r = run("predict", video, "--framework", framework, "--json", *extra)
+    r = i3d("predict", video, "--framework", framework, "--json", *extra)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -38,9 +29,9 @@ def test_predict_real_mp4_same_top5_in_both_frameworks(real_mp4):
 
 
 def test_predict_human_output_names_the_class(tmp_path):
-    from convert.video import SAMPLE
+    from i3d_video import SAMPLE
 
-    r = run("predict", SAMPLE, "--top", "3")
+    r = i3d("predict", SAMPLE, "--top", "3")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert "79 frames" in lines[0] and len(lines) == 4
@@ -48,29 +39,20 @@ def test_predict_human_output_names_the_class(tmp_path):
 
 
 def test_demo_shows_the_twins_agree():
-    r = run("demo", "--frames", "16")
+    r = i3d("demo", "--frames", "16")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "agree within 0.0001" in r.stdout
 
 
-def _expect_error(r, *words):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
-
-
 def test_missing_video(tmp_path):
     path = str(tmp_path / "nope.mp4")
-    _expect_error(run("predict", path), path, "no such file")
+    expect_error(i3d("predict", path), path, "no such file")
 
 
 def test_file_that_is_not_a_video(tmp_path):
     path = tmp_path / "notes.mp4"
     path.write_text("these are not frames\n" * 100)
-    _expect_error(run("predict", str(path)), str(path), "not a readable video")
+    expect_error(i3d("predict", str(path)), str(path), "not a readable video")
 
 
 def test_video_with_too_few_frames(tmp_path):
@@ -79,27 +61,22 @@ def test_video_with_too_few_frames(tmp_path):
     path = tmp_path / "short.gif"
     frames = [Image.fromarray(np.full((240, 320, 3), 40 * i, np.uint8)) for i in range(5)]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=40)
-    _expect_error(run("predict", str(path)), str(path), "5 frames", "at least 9")
+    expect_error(i3d("predict", str(path)), str(path), "5 frames", "at least 9")
 
 
 def test_unreadable_weights(tmp_path, real_mp4):
     garbage = tmp_path / "weights.pt"
     garbage.write_bytes(os.urandom(4096))
-    _expect_error(run("predict", real_mp4, "--weights", str(garbage)), str(garbage))
+    expect_error(i3d("predict", real_mp4, "--weights", str(garbage)), str(garbage))
     truncated = tmp_path / "truncated.ckpt"
     with open(default_weights_path(), "rb") as f:
         truncated.write_bytes(f.read(1_000_000))
-    _expect_error(run("predict", real_mp4, "--weights", str(truncated)), str(truncated), "pickle")
-
-
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("touch PWNED",))
+    expect_error(i3d("predict", real_mp4, "--weights", str(truncated)), str(truncated), "pickle")
 
 
 def test_pickle_payload_is_refused_and_never_runs(tmp_path, real_mp4):
     evil = tmp_path / "evil.ckpt"
-    evil.write_bytes(pickle.dumps({"params": _Payload()}, protocol=4))
-    err = _expect_error(run("predict", real_mp4, "--weights", str(evil), cwd=tmp_path), str(evil))
+    evil.write_bytes(pickle.dumps({"params": Payload()}, protocol=4))
+    err = expect_error(i3d("predict", real_mp4, "--weights", str(evil), cwd=tmp_path), str(evil))
     assert "refused" in err and "system" in err
     assert not (tmp_path / "PWNED").exists()

@@ -1,7 +1,5 @@
 """Conversion in every direction with the real frameworks on both ends of every file."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,20 +7,10 @@ import torch
 
 import i3d_torch
 from convert import names
-from convert.formats import read_weights, torch_sgd_state, write_weights
+from convert.checkpoints import read_weights, torch_sgd_state, write_weights
 from convert.formats.dtypes import BFLOAT16, float32
 from convert.weights import to_scheme
-
-
-def i3d(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "convert.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, "GLOG_v": "3"}, cwd=cwd, timeout=600)
-
-
-def ok(*args):
-    r = i3d(*args)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+from tests.helpers import ok
 
 
 def same(a, b):

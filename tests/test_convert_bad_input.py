@@ -1,29 +1,15 @@
 """Bad checkpoints: one-line errors, exit 2, nothing written; and a fuzz of every reader."""
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from convert.checkpoints import default_weights_path
 from convert.errors import I3DError
 from convert.formats import mindspore_ckpt, safetensors_file, torch_file
-from convert.weights import default_weights_path, safe_unpickle
-
-
-def i3d(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "convert.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, "GLOG_v": "3"}, cwd=cwd, timeout=600)
-
-
-def fails(*args, words=(), cwd=None):
-    r = i3d(*args, cwd=cwd)
-    err = r.stderr.strip()
-    assert r.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
+from convert.formats.jax_pickle import safe_unpickle
+from tests.helpers import Payload, fails, i3d
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +70,8 @@ def test_missing_and_extra_keys_and_wrong_shapes(good, tmp_path):
         assert r.returncode == 1 and "problem" in r.stdout
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("touch PWNED",))
-
-
 def test_pickle_payload_never_runs(tmp_path):
-    for name, obj in (("evil.ckpt", {"params": _Payload()}), ("evil2.ckpt", _Payload())):
+    for name, obj in (("evil.ckpt", {"params": Payload()}), ("evil2.ckpt", Payload())):
         src = tmp_path / name
         src.write_bytes(pickle.dumps(obj, protocol=4))
         fails("convert", str(src), str(tmp_path / "o.pt"), words=("refused", "posix.system"),
@@ -102,7 +83,7 @@ def test_torch_file_with_code_is_refused(tmp_path):
     import torch
 
     src = tmp_path / "evil.pt"
-    torch.save({"Logits.conv.weight": _Payload()}, src)
+    torch.save({"Logits.conv.weight": Payload()}, src)
     fails("convert", str(src), str(tmp_path / "o.ckpt"), words=("unreadable PyTorch file",),
           cwd=tmp_path)
     assert not (tmp_path / "PWNED").exists()

@@ -1,27 +1,19 @@
 """Data: readers, clip sampling, transforms, sharding, bad videos, and the motion dataset."""
-import argparse
 import os
 
-import mindspore  # noqa: F401  (MindSpore must be imported before decord)
 import numpy as np
 import pytest
 
+import i3d_ms  # noqa: F401  (MindSpore before decord)
 from convert.errors import I3DError
-from i3d_ms.commands import register
-from i3d_ms.data import (TrainSource, Video, check_videos, class_names, eval_clips, read_kinetics,
-                         read_list, train_indices)
-from i3d_ms.data.clips import random_crop, three_crops, train_clip, uniform_indices
+from i3d_ms.data import TrainSource, Video, check_videos, class_names, read_kinetics, read_list
 from i3d_ms.make_dataset import DIRECTIONS, make_dataset, render
+from i3d_video.clips import (eval_clips, random_crop, three_crops, train_clip, train_indices,
+                             uniform_indices)
+from tests.helpers import call as i3d
 
 DATA = {"frames": 4, "stride": 2, "resize": 36, "crop": 32, "scales": [1.0, 0.875], "flip": True,
         "clips": 3, "workers": 2}
-
-
-def i3d(*argv) -> int:
-    p = argparse.ArgumentParser(prog="i3d")
-    register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args([str(a) for a in argv])
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +24,7 @@ def small(tmp_path_factory):
 
 
 def test_make_dataset_kinetics_layout_real_mp4s(small):
-    from convert.video import read_video
+    from i3d_video import read_video
 
     assert class_names(str(small)) == sorted(["moving right", "moving left", "moving down"])
     train = read_kinetics(str(small), "train")

@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-from i3d_ms.evaluate import mean_class_accuracy, metrics, top_k_accuracy, video_scores
+from i3d_ms.metrics import mean_class_accuracy, metrics, top_k_accuracy, video_scores
 
 SCORES = np.array([[3.0, 1.0, 0.0],   # label 0: top-1 right
                    [0.0, 2.0, 1.0],   # label 1: top-1 right
@@ -37,12 +37,12 @@ def test_video_level_averages_clip_softmax():
 
 def test_default_weights_on_cricket_clip(tmp_path):
     """The whole eval path (list file, dataset, network, CSV) on DeepMind's sample clip."""
-    from convert.cli import labels
-    from convert.video import SAMPLE
+    from convert.labels import labels
+    from i3d_ms.config import load_config
     from i3d_ms.evaluate import evaluate
-    from i3d_ms.train import load_config
+    from i3d_video import SAMPLE
 
-    names = labels(400)
+    names = labels()
     cricket = names.index("playing cricket")
     (tmp_path / "val.txt").write_text(f"{SAMPLE} {cricket}\n{tmp_path / 'gone.mp4'} 0\n")
     cfg = load_config(None, [f"data.val={tmp_path / 'val.txt'}", "data.frames=64",

@@ -3,7 +3,6 @@
 Sizes are small so that CPU runs take seconds to a minute (see config/cpu_smoke.yaml): 8 frames
 of 32x32 and I3D cut after Conv3d_2c_3x3, fine-tuned from DeepMind's Kinetics weights.
 """
-import argparse
 import json
 import os
 import signal
@@ -12,22 +11,15 @@ import subprocess
 import sys
 import time
 
-import mindspore  # noqa: F401  (MindSpore must be imported before decord)
+import mindspore
 import numpy as np
 import pytest
 
-from i3d_ms.commands import register
+import i3d_ms  # MindSpore before decord
+from tests.helpers import call as i3d
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "config", "cpu_smoke.yaml")
-
-
-def i3d(*argv) -> int:
-    """The subcommands as `i3d` runs them."""
-    p = argparse.ArgumentParser(prog="i3d")
-    register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args([str(a) for a in argv])
-    return args.func(args)
 
 
 def rows(path):
@@ -87,7 +79,8 @@ def _cfg(bad_list, out, steps=8):
 
 
 def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_list, tmp_path):
-    from i3d_ms.train import load_config, train
+    from i3d_ms.config import load_config
+    from i3d_ms.train import train
 
     # uninterrupted, in this process
     summary, _ = train(load_config(SMOKE, _cfg(bad_list, tmp_path / "a")))
@@ -98,7 +91,7 @@ def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_l
 
     # interrupted: killed (SIGKILL) as soon as its step-4 checkpoint exists
     b = tmp_path / "b"
-    code = ("import mindspore, sys; from i3d_ms.train import load_config, train; "
+    code = ("from i3d_ms.config import load_config; from i3d_ms.train import train; "
             f"train(load_config({SMOKE!r}, {_cfg(bad_list, b)!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
     ckpt = b / "checkpoints" / "step_00000004.ckpt"
@@ -116,13 +109,13 @@ def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_l
 
 
 def test_two_msrun_workers_hold_identical_weights(bad_list, tmp_path):
-    from convert.weights import load_default
+    from convert.checkpoints import load_default
 
     launcher = tmp_path / "launch.py"
     launcher.write_text(
-        "import os, sys\nimport mindspore\nimport numpy as np\n"
+        "import os, sys\nimport numpy as np\n"
         f"sys.path.insert(0, {REPO!r})\n"
-        "from i3d_ms.train import load_config, train\n"
+        "from i3d_ms.config import load_config\nfrom i3d_ms.train import train\n"
         f"summary, trainer = train(load_config({SMOKE!r}, sys.argv[1:]))\n"
         f"np.savez(os.path.join({str(tmp_path)!r}, f\"rank{{summary['rank']}}of{{summary['world']}}.npz\"),\n"
         "         **{p.name: p.asnumpy() for p in trainer.net.trainable_params()})\n")
@@ -147,8 +140,9 @@ def test_two_msrun_workers_hold_identical_weights(bad_list, tmp_path):
 
 
 def _trainer(overrides, seed_params=None):
-    import i3d_ms
-    from i3d_ms.train import Trainer, build_net, load_config
+    from i3d_ms.config import load_config
+    from i3d_ms.network import build_net
+    from i3d_ms.trainer import Trainer
 
     cfg = load_config(SMOKE, ["model.final_endpoint=Conv3d_1a_7x7", *overrides])
     i3d_ms.set_mode("pynative")
@@ -165,7 +159,7 @@ def _params(trainer):
 
 
 def test_loss_scaling_unscales_gradients_and_skips_overflow():
-    from i3d_ms.train import learning_rate
+    from i3d_ms.trainer import learning_rate
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (4, 3, 8, 16, 16)).astype(np.float32)
@@ -199,7 +193,7 @@ def test_loss_scaling_unscales_gradients_and_skips_overflow():
 
 
 def test_learning_rate_schedule():
-    from i3d_ms.train import learning_rate
+    from i3d_ms.trainer import learning_rate
 
     t = {"lr": 0.1, "warmup_steps": 4, "steps": 14, "final_lr": 0.0}
     lrs = [learning_rate(s, t) for s in range(14)]
@@ -211,8 +205,9 @@ def test_learning_rate_schedule():
 def test_gpu_config_step_in_graph_mode_on_cpu():
     """config/gpu_1.yaml's step (graph mode, fp16, dynamic loss scaling) compiles and trains;
     on CPU and at toy size here (the GPU itself could not be tried)."""
-    import i3d_ms
-    from i3d_ms.train import Trainer, build_net, load_config
+    from i3d_ms.config import load_config
+    from i3d_ms.network import build_net
+    from i3d_ms.trainer import Trainer
 
     cfg = load_config(os.path.join(REPO, "config", "gpu_1.yaml"), [
         "train.device=CPU", "model.final_endpoint=Conv3d_1a_7x7", "train.steps=3",

@@ -1,9 +1,10 @@
-"""Video data for training and evaluation: sources (Kinetics CSVs, list files), clip sampling,
-transforms, and MindSpore datasets that skip bad videos instead of crashing a long run."""
-from .sources import Video, check_videos, class_names, read_kinetics, read_list, read_source
-from .clips import eval_clips, train_indices
+"""Video data for training and evaluation: sources (Kinetics CSVs, list files) and MindSpore
+datasets that skip bad videos instead of crashing a long run. Clip sampling and augmentation
+are `i3d_video.clips` (numpy, shared with the torch side)."""
+from .sources import (Video, check_videos, class_names, num_classes, read_kinetics, read_list,
+                      read_source, split_videos)
 from .dataset import EvalSource, TrainSource, eval_dataset, train_dataset
 
-__all__ = ["Video", "check_videos", "class_names", "read_kinetics", "read_list", "read_source",
-           "eval_clips", "train_indices", "EvalSource", "TrainSource", "eval_dataset",
+__all__ = ["Video", "check_videos", "class_names", "num_classes", "read_kinetics", "read_list",
+           "read_source", "split_videos", "EvalSource", "TrainSource", "eval_dataset",
            "train_dataset"]

@@ -14,9 +14,9 @@ import threading
 import numpy as np
 
 from convert.errors import I3DError
-from convert.video import read_video
+from i3d_video import read_video
 
-from .clips import eval_clips, train_clip
+from i3d_video.clips import eval_clips, train_clip
 
 log = logging.getLogger("i3d.data")
 

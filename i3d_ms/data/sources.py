@@ -73,7 +73,7 @@ def read_source(spec: str, split: str) -> list:
 
 def check_videos(videos: list) -> list:
     """[(path, reason)] of the videos that are missing or cannot be decoded."""
-    from convert.video import read_video
+    from i3d_video import read_video
 
     bad = []
     for v in videos:
@@ -82,3 +82,19 @@ def check_videos(videos: list) -> list:
         except I3DError as e:
             bad.append((v.path, str(e).split(": ", 1)[-1]))
     return bad
+
+
+def split_videos(d: dict, split: str) -> tuple:
+    """([Video], class names or None) of a split, from the config's data section: a list file
+    (`data.SPLIT`) or a Kinetics root (`data.root`)."""
+    if d.get(split):
+        return read_list(d[split]), None
+    if d.get("root"):
+        return read_kinetics(d["root"], split), class_names(d["root"])
+    raise I3DError(f"set data.root (Kinetics layout) or data.{split} (a list file)")
+
+
+def num_classes(configured, videos: list, names) -> int:
+    """`model.num_classes` if set, else the Kinetics root's class count, else 1 + the largest
+    label of a list file."""
+    return configured or (len(names) if names else 1 + max(v.label for v in videos))

@@ -1,9 +1,7 @@
-"""The benchmark suites. Each returns a list of result rows: {suite, name, ... , median_s,
-clips_per_s, gflops, fraction_of_ceiling}. All frameworks of one run see the same input."""
+"""The network suites: the device's matmul ceiling, inference and a training step. Each suite
+returns a list of result rows: {suite, name, ..., median_s, clips_per_s, gflops,
+fraction_of_ceiling}. All frameworks of one run see the same input."""
 from __future__ import annotations
-
-import os
-import tempfile
 
 import numpy as np
 
@@ -72,7 +70,7 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roof, repeat)
                              measure(lambda: net(xm).asnumpy(), 1, repeat), batch, flops, roof,
                              dtype=dtype))
     if "jax" in frameworks and dtype == "float32" and head == "deepmind":
-        from parity_tests.forward import jax_available, jax_model
+        from parity_tests.reference import jax_available, jax_model
 
         if jax_available():
             import jax
@@ -124,54 +122,4 @@ def train(weights, batch, frames, size, device, frameworks, roof, repeat) -> lis
             rows.append(_row("train", f"mindspore {mode}",
                              measure(lambda: step(xm, ym).asnumpy(), 1, repeat), batch, flops,
                              roof))
-    return rows
-
-
-def data(video, frames, workers, repeat, clips=8) -> list:
-    """Decode + DeepMind transforms of `clips` clips, by number of worker processes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from convert.video import deepmind_clip
-
-    spawn = multiprocessing.get_context("spawn")  # fork after JAX or MindSpore threads can hang
-
-    rows = []
-    for n in workers:
-        if n == 0:
-            fn = lambda: [deepmind_clip(video, frames) for _ in range(clips)]  # noqa: E731
-            t = measure(fn, 1, repeat)
-        else:
-            with ProcessPoolExecutor(n, mp_context=spawn) as pool:
-                fn = lambda: list(pool.map(deepmind_clip, [video] * clips, [frames] * clips))  # noqa: E731
-                t = measure(fn, 1, repeat)
-        rows.append({"suite": "data", "name": f"decode+transform, {n} workers", **t,
-                     "clips_per_s": clips / t["median_s"], "frames": frames})
-    return rows
-
-
-def convert(repeat) -> list:
-    """Conversion of the 50 MB default checkpoint, per direction, through canonical weights."""
-    from convert.formats import read_weights, write_weights
-
-    rows = []
-    with tempfile.TemporaryDirectory() as d:
-        paths = {"mindspore": os.path.join(d, "w.ckpt"), "torch": os.path.join(d, "w.pt"),
-                 "safetensors": os.path.join(d, "w.safetensors")}
-        weights, _ = read_weights("default")
-        for fmt, path in paths.items():
-            write_weights(weights, path, fmt)
-        size = os.path.getsize(paths["mindspore"])
-        steps = [("default", "mindspore"), ("mindspore", "torch"), ("torch", "safetensors"),
-                 ("safetensors", "mindspore"), ("torch", "mindspore"), ("mindspore", "safetensors")]
-        for src, dst in steps:
-            out = os.path.join(d, "out")
-
-            def run():
-                w, _ = read_weights(src if src == "default" else paths[src])
-                write_weights(w, out, dst, force=True)
-
-            t = measure(run, 1, repeat)
-            rows.append({"suite": "convert", "name": f"{src} -> {dst}", **t,
-                         "mb_per_s": size / 1e6 / t["median_s"]})
     return rows

@@ -1,22 +1,14 @@
-"""The training-side subcommands of `i3d`: train, eval, make-dataset, check-videos.
-
-`register(subparsers)` adds them to the CLI's argparse subparsers. Handlers import MindSpore
-only when they run (and before decord, which MindSpore cannot follow into a process).
-"""
+"""The MindSpore training side of `i3d`: train, eval, make-dataset, check-videos. Handlers
+import MindSpore (through `i3d_ms`) when they run, before any video is decoded."""
 from __future__ import annotations
 
 import json
 import os
 
 
-def _mindspore_first():
-    os.environ.setdefault("GLOG_v", "3")
-    import mindspore  # noqa: F401
-
-
 def cmd_train(args) -> int:
-    _mindspore_first()
-    from .train import load_config, train
+    from i3d_ms.config import load_config
+    from i3d_ms.train import train
 
     cfg = load_config(args.config, args.overrides)
     summary, _ = train(cfg, resume=args.resume, pretrained=args.pretrained)
@@ -31,9 +23,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    _mindspore_first()
-    from .evaluate import evaluate
-    from .train import load_config
+    from i3d_ms.config import load_config
+    from i3d_ms.evaluate import evaluate
 
     overrides = list(args.overrides)
     if args.data:
@@ -58,7 +49,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_make_dataset(args) -> int:
-    from .make_dataset import make_dataset
+    from i3d_ms.make_dataset import make_dataset
 
     out = make_dataset(args.out, args.classes, args.videos_per_class, args.val_per_class,
                        args.frames, args.height, args.width, args.seed)
@@ -68,7 +59,7 @@ def cmd_make_dataset(args) -> int:
 
 
 def cmd_check_videos(args) -> int:
-    from .data import check_videos, read_source
+    from i3d_ms.data import check_videos, read_source
 
     videos = read_source(args.source, args.split)
     bad = check_videos(videos)

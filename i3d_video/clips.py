@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert.video import centre_crop, resize_shorter, scale
+from .protocol import centre_crop, resize_shorter, scale
 
 
 def train_indices(n: int, frames: int, stride: int, rng: np.random.Generator) -> np.ndarray:

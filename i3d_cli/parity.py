@@ -1,0 +1,63 @@
+"""`i3d parity`: the parity suite as a report (table, JSON, markdown, PNG)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .args import frames
+from .frameworks import twins
+
+
+def cmd_parity(args) -> int:
+    from convert.checkpoints import read_weights
+    from convert.weights import num_classes
+    from i3d_video import model_clip
+    from parity_tests import report, run
+
+    twins(*(fw for fw in args.frameworks if fw != "jax"), ms_mode=args.ms_mode)
+    weights, info = read_weights(args.weights)
+    clip = model_clip(args.video, args.frames, info["variant"])
+    x = run.batch_of(clip, args.batch)
+    reports = [run.forward(weights, x, args.frameworks, args.dtype, args.tolerance,
+                           info["variant"], args.ms_mode, args.weights == "default")]
+    print(report.text(reports[0]))
+    if args.backward:
+        # A seeded random batch: on real clips some ReLU inputs sit within float32 noise of
+        # zero, where any two float32 implementations may route a gradient differently.
+        rng = np.random.RandomState(0)
+        n = args.backward_size
+        small = rng.uniform(-1, 1, (2, 3, args.backward_frames, n, n)).astype(np.float32)
+        y = rng.randint(0, num_classes(weights), 2)
+        reports.append(run.backward(weights, small, y, args.steps, args.tolerance or 1e-4,
+                                    info["variant"], head="global"))
+        print()
+        print(report.text(reports[-1]))
+    if args.json:
+        report.write_json(reports, args.json)
+    if args.markdown:
+        report.write_markdown(reports, args.markdown)
+    if args.plot:
+        report.write_plot(reports[0], args.plot)
+    return 0 if all(r["ok"] for r in reports) else 1
+
+
+def register(sub, sample: str):
+    q = sub.add_parser("parity", help="compare the twins (and the JAX reference) end point by "
+                       "end point, forward and backward")
+    q.add_argument("--weights", default="default")
+    q.add_argument("--video", default=sample)
+    q.add_argument("--frames", type=frames, default=64, metavar="N|all")
+    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="also compare torch under this autocast dtype against float32")
+    q.add_argument("--tolerance", type=float, default=None, help="max abs (default 1e-4)")
+    q.add_argument("--frameworks", nargs="+", default=["torch", "mindspore", "jax"],
+                   choices=("torch", "mindspore", "jax"))
+    q.add_argument("--ms-mode", choices=("pynative", "graph"), default="pynative")
+    q.add_argument("--backward", action="store_true", help="also compare training steps")
+    q.add_argument("--steps", type=int, default=5)
+    q.add_argument("--backward-frames", type=int, default=16)
+    q.add_argument("--backward-size", type=int, default=112)
+    q.add_argument("--json", metavar="FILE")
+    q.add_argument("--markdown", metavar="FILE")
+    q.add_argument("--plot", metavar="FILE", help="PNG of error by end point")
+    q.set_defaults(func=cmd_parity)

@@ -1,0 +1,77 @@
+"""Training checkpoints (save, prune, find for resume) and weights into a network (pretrained
+start, evaluation). Checkpoints are MindSpore .ckpt files written by `convert`'s numpy writer
+under a temporary name, so a kill never leaves a torn one."""
+from __future__ import annotations
+
+import glob
+import os
+
+import mindspore as ms
+
+from convert.checkpoints import read_weights, resolve
+from convert.errors import I3DError
+from convert.fileio import atomic_output
+from convert.formats import detect, mindspore_ckpt
+
+from .model import parameters_from
+from .network import HEAD_PREFIXES, build_net
+
+
+def checkpoints(folder: str) -> list:
+    return sorted(glob.glob(os.path.join(folder, "step_*.ckpt")))
+
+
+def save(state: dict, folder: str, step: int, keep: int) -> str:
+    """Written whole or not at all; only the last `keep` are kept."""
+    path = os.path.join(folder, f"step_{step:08d}.ckpt")
+    with atomic_output(path, force=True) as tmp:
+        mindspore_ckpt.write(state, tmp)
+    for old in checkpoints(folder)[:-keep] if keep > 0 else []:
+        os.remove(old)
+    return path
+
+
+def latest(folder: str) -> dict:
+    """The newest checkpoint's entries, for `--resume`."""
+    found = checkpoints(folder)
+    if not found:
+        raise I3DError(f"--resume: no checkpoint in {folder}")
+    return mindspore_ckpt.read(found[-1])
+
+
+def load_pretrained(net, source: str, keep_head: bool) -> dict:
+    """Kinetics (or any readable) weights into `net`; the classifier is left fresh unless
+    `keep_head` (same classes). Everything else must fit exactly."""
+    weights, info = read_weights(source)
+    params = parameters_from(weights)
+    own = {p.name: p for p in net.get_parameters()}
+    take = {k: p for k, p in params.items()
+            if k in own and (keep_head or not k.startswith(HEAD_PREFIXES))}
+    missing = [k for k in own if k not in take and not k.startswith(HEAD_PREFIXES)]
+    if missing:
+        raise I3DError(f"{source}: lacks {len(missing)} parameters of the network ({missing[0]}, ...)")
+    for k, p in take.items():
+        if tuple(p.shape) != tuple(own[k].shape):
+            raise I3DError(f"{source}: {k} has shape {tuple(p.shape)}, the network {tuple(own[k].shape)}")
+    for k, p in take.items():  # set directly: load_param_into_net warns about the fresh head
+        own[k].set_data(ms.Tensor(p.asnumpy()))
+    return info
+
+
+def load_for_eval(model_cfg: dict, checkpoint: str, num_classes: int):
+    """The configured network with `checkpoint`'s weights: a training checkpoint of this tool,
+    or anything `i3d convert` reads ('default' = DeepMind's Kinetics-400 weights)."""
+    net = build_net(model_cfg, num_classes)
+    path = resolve(checkpoint)
+    if detect(path) == "mindspore":
+        flat = mindspore_ckpt.read(path)
+        own = {p.name: p for p in net.get_parameters()}
+        if "global_step" in flat:  # ours: every parameter of the configured network
+            missing = [k for k in own if k not in flat]
+            if missing:
+                raise I3DError(f"{checkpoint}: does not fit the configured model ({missing[0]}, ...)")
+            for k, p in own.items():
+                p.set_data(ms.Tensor(flat[k]))
+            return net
+    load_pretrained(net, checkpoint, keep_head=True)
+    return net

@@ -1,0 +1,36 @@
+"""The network a training config asks for: the whole I3D, or I3D cut at an earlier end point
+with a pooled linear probe (for small, fast runs)."""
+from __future__ import annotations
+
+from mindspore import nn
+
+from convert import architecture as arch
+
+from .config import variant
+from .model import InceptionI3d
+
+
+class ProbedI3d(InceptionI3d):
+    """I3D up to `final_endpoint`, then a global average pool, a BatchNorm and a Dense head."""
+
+    def __init__(self, num_classes: int, variant: arch.Variant, final_endpoint: str):
+        super().__init__(num_classes, variant, final_endpoint)
+        width = arch.channels(final_endpoint)
+        # pooled features share a large mean: standardise them so that SGD on the head is well
+        # conditioned (momentum 0.9: the running statistics settle in short runs)
+        self.norm = nn.BatchNorm1d(width, momentum=0.9, affine=False)
+        self.fc = nn.Dense(width, num_classes)
+
+    def construct(self, x):
+        return self.fc(self.norm(self.walk(x)[-1].mean(axis=(2, 3, 4))))
+
+
+HEAD_PREFIXES = ("Logits.", "fc.", "norm.")  # the classifier's parameters, in either network
+
+
+def build_net(m: dict, num_classes: int):
+    """I3D with a `num_classes` head, as the config's `model` section describes it."""
+    if m["final_endpoint"] == "Logits":
+        return InceptionI3d(num_classes, variant(m), head=m["head"],
+                            dropout_keep_prob=m["dropout_keep_prob"])
+    return ProbedI3d(num_classes, variant(m), m["final_endpoint"])

@@ -1,0 +1,138 @@
+"""One optimizer step of the MindSpore twin, on one device or many, and its state.
+
+- The learning rate is a pure function of the step (linear warmup, then cosine), handed to the
+  optimizer whole and indexed by its step counter, which a resume restores and a skipped
+  (overflowing) step advances: it never depends on the loss scale.
+- Loss scaling is done right: the loss is multiplied by the scale, the gradients are divided by
+  it (after the all-reduce), non-finite steps are skipped and the scale backs off.
+- `state()` holds weights, BN statistics, momentum buffers, the step and the loss scale, so a
+  resumed run continues the uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import mindspore as ms
+import numpy as np
+from mindspore import amp, nn, ops
+
+from convert.errors import I3DError
+
+from .model import BatchNorm
+
+
+def learning_rate(step: int, t: dict) -> float:
+    """Linear warmup from lr/warmup to lr, then cosine decay to final_lr at the last step."""
+    if step < t["warmup_steps"]:
+        return t["lr"] * (step + 1) / t["warmup_steps"]
+    span = max(t["steps"] - t["warmup_steps"], 1)
+    p = min((step - t["warmup_steps"]) / span, 1.0)
+    return t["final_lr"] + (t["lr"] - t["final_lr"]) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+class Trainer:
+    """Network, optimizer, loss scaler and the compiled step; `state()`/`restore()` for
+    checkpoints."""
+
+    def __init__(self, net, t: dict, world: int = 1, freeze_bn: bool = False):
+        self.net, self.t = net, t
+        # Frozen BN: the trunk normalises with its running statistics while training too, as
+        # fine-tuning with small per-device batches wants (train and eval then see one network).
+        self.frozen = [c for _, c in net.cells_and_names() if isinstance(c, BatchNorm)] if freeze_bn else []
+        if t["precision"] not in ("fp32", "fp16"):
+            raise I3DError(f"train.precision must be fp32 or fp16, got {t['precision']!r}")
+        # fp16: MindSpore's 'auto' level runs its white list (convolutions, matmuls) in fp16 and
+        # keeps BN, reductions and the loss in fp32; the parameters stay fp32 (master weights).
+        model = amp.auto_mixed_precision(net, "auto", ms.float16) if t["precision"] == "fp16" else net
+        params = net.trainable_params()
+        decay = [p for p in params if p.name.endswith("weight")]
+        rest = [p for p in params if not p.name.endswith("weight")]
+        # The whole schedule goes in, indexed by the optimizer's global_step (restored on resume;
+        # advanced on skipped steps too). Setting a learning-rate Parameter between steps does
+        # not work: pynative MindSpore keeps the value it first ran with.
+        self.schedule = np.array([learning_rate(s, t) for s in range(t["steps"])], np.float32)
+        self.opt = nn.Momentum([{"params": decay, "weight_decay": t["weight_decay"]},
+                                {"params": rest, "weight_decay": 0.0}],
+                               learning_rate=ms.Tensor(self.schedule), momentum=t["momentum"])
+        if t["loss_scale"] == "dynamic":
+            self.scaler = amp.DynamicLossScaler(t["loss_scale_init"], 2, t["loss_scale_window"])
+        elif t["loss_scale"] == "none":
+            self.scaler = None
+        else:
+            raise I3DError(f"train.loss_scale must be dynamic or none, got {t['loss_scale']!r}")
+        self.reducer = nn.DistributedGradReducer(self.opt.parameters, True, world) if world > 1 else None
+        loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        scaler, clip = self.scaler, float(t["clip_norm"])
+
+        def forward(x, y):
+            logits = model(x)
+            loss = loss_fn(logits.astype(ms.float32), y)
+            return (loss if scaler is None else scaler.scale(loss)), loss, logits
+
+        grad_fn = ms.value_and_grad(forward, None, self.opt.parameters, has_aux=True)
+        reducer, opt = self.reducer, self.opt
+
+        def step(x, y):
+            (_, loss, logits), grads = grad_fn(x, y)
+            if reducer is not None:
+                grads = reducer(grads)
+            finite = ops.ones((), ms.bool_)
+            if scaler is not None:
+                grads = scaler.unscale(grads)
+                finite = amp.all_finite(grads)
+                scaler.adjust(finite)
+            if finite:
+                if clip > 0:
+                    grads = ops.clip_by_global_norm(grads, clip)
+                opt(grads)
+            else:  # skipped, but the schedule moves on: lr stays a function of the step
+                ops.assign_add(opt.global_step, ops.ones((1,), ms.int32))
+            return loss, logits, finite
+
+        self.step_fn = ms.jit(step) if t["mode"] == "graph" else step
+
+    def step(self, x, y):
+        """One optimizer step at the lr of `schedule[global_step]`: (loss, logits, finite)."""
+        self.net.set_train(True)
+        for cell in self.frozen:
+            cell.set_train(False)
+        loss, logits, finite = self.step_fn(ms.Tensor(x), ms.Tensor(y))
+        return float(loss.asnumpy()), logits.asnumpy(), bool(finite.asnumpy())
+
+    def state(self, step: int) -> dict:
+        """Everything a resume needs, as numpy: net, momentum buffers, step, loss scale."""
+        out = {p.name: p.asnumpy() for p in self.net.get_parameters()}
+        out.update({p.name: p.asnumpy() for p in self.opt.moments})
+        out["global_step"] = np.array([step], np.int64)
+        if self.scaler is not None:
+            out["scale_sense"] = np.array([self.scaler.scale_value.asnumpy(),
+                                           self.scaler.counter.asnumpy()], np.float32)
+        return out
+
+    def restore(self, flat: dict) -> int:
+        own = {p.name: p for p in self.net.get_parameters()}
+        own.update({p.name: p for p in self.opt.moments})
+        missing = [k for k in own if k not in flat]
+        if missing:
+            raise I3DError(f"checkpoint lacks {len(missing)} entries ({missing[0]}, ...)")
+        for k, p in own.items():
+            p.set_data(ms.Tensor(flat[k]))
+        self.opt.global_step.set_data(ms.Tensor(flat["global_step"].astype(np.int32)))
+        if self.scaler is not None and "scale_sense" in flat:
+            self.scaler.scale_value.set_data(ms.Tensor(flat["scale_sense"][0], ms.float32))
+            self.scaler.counter.set_data(ms.Tensor(int(flat["scale_sense"][1]), ms.int32))
+        return int(flat["global_step"][0])
+
+
+def distributed():
+    """(rank, world): msrun's workers join the collective; a plain process is rank 0 of 1."""
+    if "MS_ROLE" not in os.environ and "RANK_SIZE" not in os.environ:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank, init
+
+    init()
+    world = get_group_size()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
+                                 gradients_mean=True, device_num=world)
+    return get_rank(), world
