@@ -1,8 +1,14 @@
-"""Element types that numpy lacks. bfloat16 is kept bit-exact as an opaque 2-byte element
-(a one-field structured dtype), so transposes and reshapes move it without rounding."""
+"""Element types: the numeric types a weight file may hold, and bfloat16, which numpy lacks.
+bfloat16 is kept bit-exact as an opaque 2-byte element (a one-field structured dtype), so
+transposes and reshapes move it without rounding."""
 import numpy as np
 
 BFLOAT16 = np.dtype([("bfloat16", "<u2")])
+
+# numpy type codes (as numpy's pickles spell them) of the element types a reader may build:
+# no object, structured, complex, datetime or float8 data.
+NUMERIC = {code: np.dtype(code) for code in
+           ("b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8")}
 
 
 def is_bf16(a: np.ndarray) -> bool:
