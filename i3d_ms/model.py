@@ -12,6 +12,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from convert import architecture as arch
+from convert.checkpoints import read_weights
 from convert.weights import num_classes as _num_classes, to_scheme
 
 
@@ -259,8 +260,11 @@ def parameters_from(weights: dict, dtype: str | None = None) -> dict:
             for k, a in to_scheme(weights, "mindspore").items()}
 
 
-def load_weights(net: InceptionI3d, weights: dict) -> InceptionI3d:
-    """Strict load; a net cut at an earlier end point takes just the units it has."""
+def load_weights(net: InceptionI3d, weights) -> InceptionI3d:
+    """Strict load; a net cut at an earlier end point takes just the units it has. `weights`
+    may be a weight file's path: one that records another variant than the net's is refused."""
+    if isinstance(weights, str):
+        weights = read_weights(weights, net.variant)[0]
     own = {p.name: p for p in net.get_parameters()}
     dtype = str(np.dtype(ms.dtype_to_nptype(next(iter(own.values())).dtype)))
     params = {k: v for k, v in parameters_from(weights, dtype).items() if k in own}

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convert import architecture as arch
+from convert import checkpoints, formats
 from convert.weights import num_classes as _num_classes, to_scheme
 
 
@@ -26,7 +27,12 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x):
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+        weight = self.weight
+        if weight is None and self.training:
+            # CUDA's training kernels need a scale tensor (weight=None fails in backward with
+            # "tensor does not have a device"): gamma = 1 is the same function.
+            weight = torch.ones_like(self.bias)
+        return F.batch_norm(x, self.running_mean, self.running_var, weight, self.bias,
                             self.training, self.momentum, self.eps)
 
 
@@ -47,19 +53,75 @@ class Unit3d(nn.Module):
 
     def forward(self, x):
         u = self.unit
-        x, pad = _pad(x, arch.conv_padding(self.variant, tuple(x.shape[2:]), u.kernel, u.stride))
-        x = F.conv3d(x, self.conv.weight, self.conv.bias, self.unit.stride, pad)
+        pads = arch.conv_padding(self.variant, tuple(x.shape[2:]), u.kernel, u.stride)
+        if x.device.type in UNFOLD_ON and u.kernel[0] > 1 and u.cin * u.kernel[0] <= UNFOLD_MAX_CHANNELS:
+            x = _conv_time_unfolded(x, self.conv.weight, self.conv.bias, pads, u.stride)
+        else:
+            x, pad = _pad(x, pads)
+            x = F.conv3d(x, self.conv.weight, self.conv.bias, u.stride, pad)
         if self.bn is None:
             return x
         return F.relu(self.bn(x))
 
 
 def _max_pool(x, kernel, stride):
-    """'SAME' max-pool, padded with -inf."""
-    x, pad = _pad(x, arch.pool_padding(tuple(x.shape[2:]), kernel, stride), float("-inf"))
+    """'SAME' max-pool, padded with -inf. Without gradients it runs as `_window_max` (no
+    indices); with them as torch's pool, whose indices route each gradient to one maximum."""
+    pads = arch.pool_padding(tuple(x.shape[2:]), kernel, stride)
+    if not x.requires_grad:
+        return _window_max(x, pads, kernel, stride)
+    x, pad = _pad(x, pads, float("-inf"))
     if pad and any(2 * p > k for p, k in zip(pad, kernel)):  # torch caps implicit padding at k/2
         x, pad = F.pad(x, [p for q in reversed(pad) for p in (q, q)], value=float("-inf")), 0
     return F.max_pool3d(x, kernel, stride, pad)
+
+
+def _channels_last(x) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def _window_max(x, pads, kernel, stride):
+    """Max over (T, H, W) windows as a max over W, then H, then T windows of strided views of
+    the -inf padded input: a max is exact and separable over a box, so the result is bit for
+    bit torch's pool's, without the indices torch's CUDA pool always writes (int64: four
+    times a bf16 output). Works in the input's memory layout (NCDHW or channels_last_3d)."""
+    flat = [p for pair in reversed(pads) for p in pair]
+    if any(flat):
+        x = F.pad(x, flat, value=float("-inf"))
+    last = _channels_last(x)
+    v, first = (x.permute(0, 2, 3, 4, 1), 1) if last else (x, 2)  # contiguous either way
+    for d in (2, 1, 0):
+        if kernel[d] > 1 or stride[d] > 1:
+            v = v.unfold(first + d, kernel[d], stride[d]).amax(-1)
+    return v.permute(0, 4, 1, 2, 3) if last else v
+
+
+# Convs whose input has few channels (the RGB stem: 3 channels x 7 taps) run, on these devices,
+# as one 2-D conv over (batch x output time): cuDNN's 3-D kernels for 3 input channels are
+# slow (an H200 spent 43% of a forward in the stem), oneDNN's on the CPU are not.
+UNFOLD_ON = ("cuda",)
+UNFOLD_MAX_CHANNELS = 32
+
+
+def _conv_time_unfolded(x, weight, bias, pads, stride):
+    """conv3d(pad(x)) as conv2d: the kt temporal taps of the C input channels become C*kt
+    channels of a (B*T')-batched 2-D conv with the reshaped (O, C*kt, kh, kw) kernel. The same
+    sums (in another order); the output keeps the input's memory layout."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind):  # cast before the copy that multiplies the input by kt/st
+        x = x.to(torch.get_autocast_dtype(kind))
+    last = _channels_last(x)
+    x = F.pad(x, [p for pair in reversed(pads) for p in pair])
+    b, c, kt = x.shape[0], x.shape[1], weight.shape[2]
+    u = x.unfold(2, kt, stride[0])  # (B, C, T', H, W, kt)
+    t, h, w = u.shape[2:5]
+    if last:  # one copy to (B, T', H, W, C, kt), seen as channels_last (B*T', C*kt, H, W)
+        u = u.permute(0, 2, 3, 4, 1, 5).reshape(b * t, h, w, c * kt).permute(0, 3, 1, 2)
+    else:
+        u = u.permute(0, 2, 1, 5, 3, 4).reshape(b * t, c * kt, h, w)
+    y = F.conv2d(u, weight.reshape(weight.shape[0], c * kt, *weight.shape[3:]), bias, stride[1:])
+    y = y.unflatten(0, (b, t)).transpose(1, 2)  # (B, O, T', H', W')
+    return y.contiguous(memory_format=torch.channels_last_3d if last else torch.contiguous_format)
 
 
 class Mixed(nn.Module):
@@ -138,6 +200,12 @@ class InceptionI3d(nn.Module):
             pass
         return out
 
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        """Refuses a state_dict whose metadata (`_metadata`, as this project's files carry it)
+        records another variant: it would load, and run wrongly."""
+        checkpoints.check_recorded(formats.recorded(state_dict), self.variant, "state_dict")
+        return super().load_state_dict(state_dict, *args, **kwargs)
+
     def end_points(self, x) -> dict:
         return dict(self._walk(x))
 
@@ -147,8 +215,11 @@ def state_dict_from(weights: dict) -> dict:
     return {k: torch.from_numpy(a.copy()) for k, a in to_scheme(weights, "torch").items()}
 
 
-def load_weights(model: InceptionI3d, weights: dict) -> InceptionI3d:
-    """Strict load; a model cut at an earlier end point takes just the units it has."""
+def load_weights(model: InceptionI3d, weights) -> InceptionI3d:
+    """Strict load; a model cut at an earlier end point takes just the units it has. `weights`
+    may be a weight file's path: one that records another variant than the model's is refused."""
+    if isinstance(weights, str):
+        weights = checkpoints.read_weights(weights, model.variant)[0]
     own = model.state_dict().keys()
     model.load_state_dict({k: v for k, v in state_dict_from(weights).items() if k in own}, strict=True)
     return model

