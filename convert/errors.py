@@ -3,3 +3,10 @@
 
 class I3DError(Exception):
     """Bad input (a file, a checkpoint, an argument), said in one line naming the culprit."""
+
+
+def printable(text: str, limit: int | None = 80) -> str:
+    """Text a file chose (a key, a name) fit for a one-line message: line breaks, escape
+    sequences and other control characters shown escaped, clipped to `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."

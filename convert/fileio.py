@@ -29,6 +29,15 @@ def read_bytes(path: str) -> bytes:
         raise I3DError(f"{path}: cannot read ({e.strerror})") from None
 
 
+def read_prefix(path: str, n: int) -> bytes:
+    """At most the first `n` bytes of a file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
+
+
 @contextlib.contextmanager
 def mapped(path: str):
     """The bytes of a regular file as a read-only buffer, paged in as they are used (b'' for an

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convert.errors import I3DError
+from convert.errors import I3DError, printable
 
 from . import bench, parity, predict, training, weights
 
@@ -42,7 +42,7 @@ def one_line(error: BaseException) -> str:
         text = f"{files}: {error.strerror or error}"
     else:
         text = str(error) or type(error).__name__
-    return " ".join(text.splitlines())
+    return printable(" ".join(text.splitlines()), limit=None)
 
 
 def main(argv=None) -> int:

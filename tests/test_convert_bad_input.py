@@ -1,4 +1,5 @@
 """Bad checkpoints: one-line errors, exit 2, nothing written; and a fuzz of every reader."""
+import json
 import os
 import pickle
 
@@ -6,10 +7,9 @@ import numpy as np
 import pytest
 
 from convert.checkpoints import default_weights_path
-from convert.errors import I3DError
-from convert.formats import mindspore_ckpt, safetensors_file, torch_file
-from convert.formats.jax_pickle import safe_unpickle
+from convert.formats import jax_pickle, mindspore_ckpt, safetensors_file, torch_file
 from tests.helpers import Payload, fails, i3d
+from tests.test_hostile import LIMIT, limited
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,13 @@ def test_torch_file_with_code_is_refused(tmp_path):
 
 
 # --- fuzz: small real files written by the real frameworks, mutated 1000+ times each -------
+# Each reader runs in a child process under an address-space limit; every mutated file must be
+# read or refused with one I3DError line that starts with its path: any other exception, a
+# crash, a traceback or a memory blow-up fails the test.
+
+READERS = {"ckpt": mindspore_ckpt.read, "pt": torch_file.read,
+           "safetensors": safetensors_file.read, "pickle": jax_pickle.read_tree}
+
 
 def _small_files(tmp):
     import mindspore as ms
@@ -104,12 +111,9 @@ def _small_files(tmp):
                        str(tmp / "s.ckpt"))
     torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp / "s.pt")
     save_file(arrays, str(tmp / "s.safetensors"))
-    (tmp / "s.pkl").write_bytes(pickle.dumps({"params": {"Conv3d_1a_7x7": {"Conv_0": {
+    (tmp / "s.pickle").write_bytes(pickle.dumps({"params": {"Conv3d_1a_7x7": {"Conv_0": {
         "kernel": arrays["Mixed_3b.b1b.conv.weight"]}}}}, protocol=4))
-    return {"ckpt": (tmp / "s.ckpt", mindspore_ckpt.read),
-            "pt": (tmp / "s.pt", torch_file.read),
-            "safetensors": (tmp / "s.safetensors", safetensors_file.read),
-            "pickle": (tmp / "s.pkl", lambda p: safe_unpickle(open(p, "rb").read(), p))}
+    return {name: tmp / f"s.{name}" for name in READERS}
 
 
 def _mutations(data: bytes, rng, n):
@@ -125,32 +129,65 @@ def _mutations(data: bytes, rng, n):
         yield bytes(b)
 
 
-@pytest.mark.parametrize("reader", ["ckpt", "pt", "safetensors", "pickle"])
+_FUZZ = """
+import json, sys
+import numpy as np
+from convert.errors import I3DError
+from tests.test_convert_bad_input import READERS, _mutations
+reader, src, bad, n = sys.argv[1:]
+out = {"read": 0, "errors": [], "unexpected": []}
+for mutated in _mutations(open(src, "rb").read(), np.random.RandomState(42), int(n)):
+    open(bad, "wb").write(mutated)
+    try:
+        READERS[reader](bad)
+        out["read"] += 1
+    except I3DError as e:
+        out["errors"].append(str(e))
+    except Exception as e:
+        out["unexpected"].append(f"{type(e).__name__}: {e}")
+print(json.dumps(out))
+"""
+
+
+def _check(r, path, least_errors):
+    """The child ran through, and every refusal was one line naming the file."""
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["unexpected"] == [], out["unexpected"][:5]
+    for e in out["errors"]:
+        assert e.startswith(f"{path}: ") and len(e.splitlines()) == 1, e
+    assert len(out["errors"]) >= least_errors, (len(out["errors"]), out["read"])
+
+
+@pytest.mark.parametrize("reader", list(READERS))
 def test_fuzzed_files_raise_only_our_error(tmp_path, reader):
-    path, read = _small_files(tmp_path)[reader]
-    data = path.read_bytes()
-    rng = np.random.RandomState(42)
+    src = _small_files(tmp_path)[reader]
     bad = tmp_path / f"fuzz.{reader}"
-    errors = 0
-    for mutated in _mutations(data, rng, 1000):
-        bad.write_bytes(mutated)
-        try:
-            read(str(bad))
-        except I3DError:
-            errors += 1
-    assert errors >= 300  # truncations alone break a third of the cases
+    # torch's own libraries take ~600 MB of address space before reading anything
+    r = limited("-c", _FUZZ, reader, src, bad, 1000, limit=LIMIT * (2 if reader == "pt" else 1))
+    _check(r, bad, 300)  # truncations alone break a third of the cases
 
 
-def test_fuzzed_headers_of_the_full_default_weights_raise_only_our_error(tmp_path):
-    data = open(default_weights_path(), "rb").read()
-    rng = np.random.RandomState(7)
-    bad = tmp_path / "fuzz.ckpt"
-    for i in range(60):
-        b = bytearray(data[: 200_000 if i % 2 else len(data)])
-        pos = rng.randint(0, 4096)
-        b[pos] ^= 0xFF
-        bad.write_bytes(bytes(b))
-        try:
-            safe_unpickle(bytes(b), str(bad))
-        except I3DError:
-            pass
+_FUZZ_DEFAULT = """
+import json, sys
+import numpy as np
+from convert.errors import I3DError
+from convert.formats.jax_pickle import parse
+data, rng = open(sys.argv[1], "rb").read(), np.random.RandomState(7)
+out = {"read": 0, "errors": [], "unexpected": []}
+for i in range(60):
+    b = bytearray(data[: 200_000 if i % 2 else len(data)])
+    b[rng.randint(0, 4096)] ^= 0xFF
+    try:
+        parse(b, "fuzz.ckpt")
+        out["read"] += 1
+    except I3DError as e:
+        out["errors"].append(str(e))
+    except Exception as e:
+        out["unexpected"].append(f"{type(e).__name__}: {e}")
+print(json.dumps(out))
+"""
+
+
+def test_fuzzed_headers_of_the_full_default_weights_raise_only_our_error():
+    _check(limited("-c", _FUZZ_DEFAULT, default_weights_path()), "fuzz.ckpt", 30)

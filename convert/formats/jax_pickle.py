@@ -14,7 +14,7 @@ import struct
 
 import numpy as np
 
-from ..errors import I3DError
+from ..errors import I3DError, printable
 from ..fileio import mapped
 from .dtypes import BFLOAT16, NUMERIC
 
@@ -80,17 +80,13 @@ class _Array:
         self.array = array
 
 
-def _clip(s: str, n: int = 80) -> str:
-    return s if len(s) <= n else s[:n - 3] + "..."
-
-
 def _short(x) -> str:
     """A short description of a parsed value for a message (never repr of a deep tuple)."""
     if isinstance(x, (str, int, float, type(None))):
-        return _clip(repr(x))
+        return printable(repr(x))
     if isinstance(x, tuple):
         if len(x) <= 10 and all(isinstance(v, (str, int, float, type(None))) for v in x):
-            return _clip(repr(x))
+            return printable(repr(x))
         return f"a tuple of {len(x)}"
     return f"a {type(x).__name__.strip('_')}"
 
@@ -100,33 +96,6 @@ class _Parser:
         self.buf, self.pos = buf, 0
         self.stack, self.marks, self.memo, self.entries = [], [], {}, 0
         self.budget = {"array": len(buf), "decoded": len(buf)}  # bytes it may materialise
-        self.ops = {
-            0x80: self.proto, 0x95: lambda: self.take(8), ord("."): None,
-            ord("}"): lambda: self.push({}), ord("("): self.mark,
-            ord("s"): self.setitem, ord("u"): self.setitems,
-            ord(")"): lambda: self.push(()), ord("t"): lambda: self.push(tuple(self.pop_mark())),
-            0x85: lambda: self.tuple_of(1), 0x86: lambda: self.tuple_of(2),
-            0x87: lambda: self.tuple_of(3),
-            ord("N"): lambda: self.push(None), 0x88: lambda: self.push(True),
-            0x89: lambda: self.push(False),
-            ord("J"): lambda: self.push(self.unpack("<i", 4)),
-            ord("K"): lambda: self.push(self.unpack("<B", 1)),
-            ord("M"): lambda: self.push(self.unpack("<H", 2)), 0x8A: self.long1,
-            ord("X"): lambda: self.push(self.text(self.unpack("<I", 4))),
-            0x8C: lambda: self.push(self.text(self.unpack("<B", 1))),
-            0x8D: lambda: self.push(self.text(self.unpack("<Q", 8))),
-            ord("C"): lambda: self.push(self.data(self.unpack("<B", 1))),
-            ord("B"): lambda: self.push(self.data(self.unpack("<I", 4))),
-            0x8E: lambda: self.push(self.data(self.unpack("<Q", 8))),
-            0x96: lambda: self.push(self.data(self.unpack("<Q", 8))),
-            ord("c"): self.global_, 0x93: self.stack_global,
-            ord("R"): self.reduce, ord("b"): self.build,
-            0x94: lambda: self.put(len(self.memo)),
-            ord("q"): lambda: self.put(self.unpack("<B", 1)),
-            ord("r"): lambda: self.put(self.unpack("<I", 4)),
-            ord("h"): lambda: self.get(self.unpack("<B", 1)),
-            ord("j"): lambda: self.get(self.unpack("<I", 4)),
-        }
 
     # --- reading the stream -------------------------------------------------------------
     def take(self, n: int) -> int:
@@ -149,7 +118,7 @@ class _Parser:
 
     def long1(self):
         n = self.unpack("<B", 1)
-        if n > 8:
+        if n > 9:  # up to 2^64 - 1
             raise _Bad(f"an integer of {n} bytes at byte {self.pos}")
         start = self.take(n)
         self.push(int.from_bytes(self.buf[start:start + n], "little", signed=True))
@@ -208,7 +177,7 @@ class _Parser:
             if not isinstance(k, str):
                 raise _Bad(f"a dict key that is not a string ({_short(k)})")
             if not isinstance(v, (dict, _Array)):
-                raise _Bad(f"'{_clip(k)}' is not an array or a dict "
+                raise _Bad(f"'{printable(k)}' is not an array or a dict "
                            f"({type(v).__name__.strip('_')})")
             self.entries += 1
             if self.entries > MAX_OBJECTS:
@@ -235,7 +204,7 @@ class _Parser:
         if not isinstance(module, str) or not isinstance(name, str):
             raise _Bad(f"a global named by non-strings at byte {self.pos}")
         if (module, name) not in GLOBALS:
-            raise _Bad(f"refused to load global {_clip(module)}.{_clip(name)}")
+            raise _Bad(f"refused to load global {printable(module)}.{printable(name)}")
         self.push(_Global(module, name))
 
     def global_(self):
@@ -351,17 +320,44 @@ class _Parser:
         while True:
             at = self.pos
             code = self.buf[self.take(1)]
-            op = self.ops.get(code, False)
+            op = _OPS.get(code, False)
             if op is None:  # STOP
                 break
             if op is False:
                 raise _Bad(f"opcode {bytes([code])!r} at byte {at} has no place in a pickle "
                            "of numpy arrays")
-            op()
+            op(self)
         result = self.pop()
         if self.stack or self.marks:
             raise _Bad("objects left on the stack at STOP")
         return _tree(result)
+
+
+# opcode -> what the parser does with it (None: STOP); any other opcode is refused
+_OPS = {
+    0x80: _Parser.proto, 0x95: lambda p: p.take(8), ord("."): None,  # PROTO FRAME STOP
+    ord("}"): lambda p: p.push({}), ord("("): _Parser.mark,  # EMPTY_DICT MARK
+    ord("s"): _Parser.setitem, ord("u"): _Parser.setitems,
+    ord(")"): lambda p: p.push(()), ord("t"): lambda p: p.push(tuple(p.pop_mark())),
+    0x85: lambda p: p.tuple_of(1), 0x86: lambda p: p.tuple_of(2), 0x87: lambda p: p.tuple_of(3),
+    ord("N"): lambda p: p.push(None), 0x88: lambda p: p.push(True),
+    0x89: lambda p: p.push(False),
+    ord("J"): lambda p: p.push(p.unpack("<i", 4)),  # BININT BININT1 BININT2 LONG1
+    ord("K"): lambda p: p.push(p.unpack("<B", 1)),
+    ord("M"): lambda p: p.push(p.unpack("<H", 2)), 0x8A: _Parser.long1,
+    ord("X"): lambda p: p.push(p.text(p.unpack("<I", 4))),  # (SHORT_)BINUNICODE(8)
+    0x8C: lambda p: p.push(p.text(p.unpack("<B", 1))),
+    0x8D: lambda p: p.push(p.text(p.unpack("<Q", 8))),
+    ord("C"): lambda p: p.push(p.data(p.unpack("<B", 1))),  # (SHORT_)BINBYTES(8) BYTEARRAY8
+    ord("B"): lambda p: p.push(p.data(p.unpack("<I", 4))),
+    0x8E: lambda p: p.push(p.data(p.unpack("<Q", 8))),
+    0x96: lambda p: p.push(p.data(p.unpack("<Q", 8))),
+    ord("c"): _Parser.global_, 0x93: _Parser.stack_global,
+    ord("R"): _Parser.reduce, ord("b"): _Parser.build,
+    0x94: lambda p: p.put(len(p.memo)),  # MEMOIZE (LONG_)BINPUT (LONG_)BINGET
+    ord("q"): lambda p: p.put(p.unpack("<B", 1)), ord("r"): lambda p: p.put(p.unpack("<I", 4)),
+    ord("h"): lambda p: p.get(p.unpack("<B", 1)), ord("j"): lambda p: p.get(p.unpack("<I", 4)),
+}
 
 
 def _tree(root) -> dict:
@@ -376,15 +372,15 @@ def _tree(root) -> dict:
         for k, v in src.items():
             key = prefix + k
             if id(v) in seen:
-                raise _Bad(f"'{_clip(key)}' is shared with another entry (memo reference)")
+                raise _Bad(f"'{printable(key)}' is shared with another entry (memo reference)")
             seen.add(id(v))
             if isinstance(v, dict):
                 if depth >= MAX_DEPTH:
-                    raise _Bad(f"'{_clip(key)}' is nested more than {MAX_DEPTH} deep")
+                    raise _Bad(f"'{printable(key)}' is nested more than {MAX_DEPTH} deep")
                 dst[k] = {}
                 todo.append((v, dst[k], key + ".", depth + 1))
             elif v.array is None:
-                raise _Bad(f"'{_clip(key)}' is an array without its state")
+                raise _Bad(f"'{printable(key)}' is an array without its state")
             else:
                 dst[k] = v.array
     return out
@@ -395,7 +391,9 @@ def parse(buf, source: str) -> dict:
     try:
         return _Parser(buf).run()
     except (_Bad, UnicodeDecodeError) as e:
-        raise I3DError(f"{source}: not a safe pickle of numpy arrays ({e})") from None
+        reason = str(e)
+    # raised outside the handler: no traceback cycle keeps the parser's arrays alive
+    raise I3DError(f"{source}: not a safe pickle of numpy arrays ({reason})")
 
 
 def flatten(tree, prefix: str = "") -> dict:

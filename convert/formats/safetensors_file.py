@@ -15,8 +15,8 @@ import struct
 
 import numpy as np
 
-from ..errors import I3DError
-from ..fileio import mapped
+from ..errors import I3DError, printable
+from ..fileio import mapped, read_prefix
 from .dtypes import BFLOAT16
 
 TYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8"), "BF16": BFLOAT16,
@@ -29,10 +29,6 @@ MAX_HEADER = 100_000_000  # bytes: the reference implementation's cap
 
 class _Bad(ValueError):
     pass
-
-
-def _clip(name: str) -> str:
-    return name if len(name) <= 80 else name[:77] + "..."
 
 
 def _integer(text: str) -> int:
@@ -50,12 +46,14 @@ def _unique(pairs):
     out = {}
     for k, v in pairs:
         if k in out:
-            raise _Bad(f"key '{_clip(k)}' appears twice")
+            raise _Bad(f"key '{printable(k)}' appears twice")
         out[k] = v
     return out
 
 
-def _header(raw: bytes) -> dict:
+def _header(raw: bytes, n: int) -> dict:
+    if len(raw) < n:
+        raise _Bad(f"a header of {n} bytes in a file of {8 + len(raw)}")
     if not raw.startswith(b"{"):
         raise _Bad("the header is not a JSON object")
     try:
@@ -72,7 +70,7 @@ def _sizes(value, what: str, name: str, n: int | None = None) -> list:
     """A list of non-negative integers (of length `n`)."""
     if not isinstance(value, list) or (n is not None and len(value) != n) \
             or not all(type(v) is int and v >= 0 for v in value):
-        raise _Bad(f"tensor '{_clip(name)}': {what} is not a list of "
+        raise _Bad(f"tensor '{printable(name)}': {what} is not a list of "
                    f"{'two ' if n == 2 else ''}non-negative integers")
     return value
 
@@ -82,23 +80,23 @@ def _layout(header: dict) -> list:
     tensors = []
     for name, info in header.items():
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise _Bad(f"tensor '{_clip(name)}' is not {{dtype, shape, data_offsets}}")
+            raise _Bad(f"tensor '{printable(name)}' is not {{dtype, shape, data_offsets}}")
         if not isinstance(info["dtype"], str) or info["dtype"] not in TYPES:
-            raise _Bad(f"tensor '{_clip(name)}' has element type {str(info['dtype'])[:20]!r}, "
+            raise _Bad(f"tensor '{printable(name)}' has element type {str(info['dtype'])[:20]!r}, "
                        f"not one of {', '.join(TYPES)}")
         shape = _sizes(info["shape"], "shape", name)
         if len(shape) > 32:
-            raise _Bad(f"tensor '{_clip(name)}' has {len(shape)} dimensions (at most 32)")
+            raise _Bad(f"tensor '{printable(name)}' has {len(shape)} dimensions (at most 32)")
         start, end = _sizes(info["data_offsets"], "data_offsets", name, 2)
         tensors.append((name, TYPES[info["dtype"]], shape, start, end))
     tensors.sort(key=lambda t: (t[3], t[4]))
     at = 0
     for name, dtype, shape, start, end in tensors:
         if start != at or end < start:
-            raise _Bad(f"tensor '{_clip(name)}' has data_offsets [{start}, {end}]: tensors must "
-                       f"follow one another without gaps or overlaps (next offset {at})")
+            raise _Bad(f"tensor '{printable(name)}' has data_offsets [{start}, {end}]: tensors "
+                       f"must follow one another without gaps or overlaps (next offset {at})")
         if math.prod(shape) * dtype.itemsize != end - start:
-            raise _Bad(f"tensor '{_clip(name)}': shape {_clip(str(shape))} needs "
+            raise _Bad(f"tensor '{printable(name)}': shape {printable(str(shape))} needs "
                        f"{math.prod(shape) * dtype.itemsize} bytes, its offsets give {end - start}")
         at = end
     return tensors
@@ -106,20 +104,19 @@ def _layout(header: dict) -> list:
 
 def read(path: str) -> tuple:
     """({name: np.ndarray}, metadata {str: str})."""
-    with mapped(path) as buf:
-        try:
-            if len(buf) < 8:
-                raise _Bad("shorter than its header")
-            (n,) = struct.unpack_from("<Q", buf)
-            if n > MAX_HEADER:
-                raise _Bad(f"a header of {n} bytes (at most {MAX_HEADER})")
-            if 8 + n > len(buf):
-                raise _Bad(f"a header of {n} bytes in a file of {len(buf)}")
-            header = _header(bytes(buf[8:8 + n]))
-            meta = header.pop("__metadata__", None) or {}
-            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-                raise _Bad("__metadata__ must map strings to strings")
-            tensors = _layout(header)
+    try:
+        head = read_prefix(path, 8)
+        if len(head) < 8:
+            raise _Bad("shorter than its header")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER:  # refused before reading (or mapping) anything more
+            raise _Bad(f"a header of {n} bytes (at most {MAX_HEADER})")
+        header = _header(read_prefix(path, 8 + n)[8:], n)
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise _Bad("__metadata__ must map strings to strings")
+        tensors = _layout(header)
+        with mapped(path) as buf:
             size = len(buf) - 8 - n
             end = tensors[-1][4] if tensors else 0
             if end != size:
@@ -131,10 +128,11 @@ def read(path: str) -> tuple:
                     np.empty(0, dtype)
                 out[name] = flat.reshape(shape).copy()
                 del flat
-            out = {name: out[name] for name in header}  # the file's order
-        except (_Bad, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise I3DError(f"{path}: not a valid safetensors file ({e})") from None
-    return out, meta
+        return {name: out[name] for name in header}, meta  # in the file's order
+    except (_Bad, UnicodeDecodeError, json.JSONDecodeError) as e:
+        reason = str(e)
+    # raised outside the handler: no traceback cycle keeps the arrays read so far alive
+    raise I3DError(f"{path}: not a valid safetensors file ({reason})")
 
 
 def write(flat: dict, path: str, metadata: dict | None = None):

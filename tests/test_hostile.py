@@ -1,0 +1,393 @@
+"""Hostile and careless input, crafted here at run time (issue 12): forged and bomb files for the
+numpy readers, destinations that must not be clobbered, races, signals, long names, read-only
+and full disks. Every case runs the real `i3d` command under an address-space limit and must
+end with exit status 2, exactly one stderr line naming the file, no traceback and nothing left
+behind: no output, no temporary file."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from convert.errors import I3DError
+from convert.fileio import atomic_output
+from tests.helpers import Payload, expect_error
+
+# Address space of an `i3d` process: the numpy-only paths (reading, converting to
+# safetensors) peak near 250 MB here; every bomb below asks for several times this.
+LIMIT = 1 << 30
+
+_SHIM = """
+import os, resource, runpy, signal, sys
+limit, fsize, umask = (int(a) for a in sys.argv[1:4])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+if fsize:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+os.umask(umask)
+if sys.argv[4] == "-c":
+    code, sys.argv = sys.argv[5], ["-c", *sys.argv[6:]]
+    exec(compile(code, "<test>", "exec"), {"__name__": "__main__"})
+else:
+    sys.argv = ["i3d", *sys.argv[4:]]
+    runpy.run_module("i3d_cli", run_name="__main__")
+"""
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "GLOG_v": "3", "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1"}
+
+
+def limited(*args, limit=LIMIT, fsize=0, umask=0o022, cwd=None, timeout=300, popen=False):
+    """`i3d ARGS` (or `-c CODE ARGS`: Python code) in a new process whose address space is
+    capped at `limit` bytes (and files at `fsize` bytes)."""
+    argv = [sys.executable, "-c", _SHIM, str(limit), str(fsize), str(umask), *map(str, args)]
+    cwd = cwd or ROOT
+    if popen:
+        return subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=_env(),
+                          timeout=timeout)
+
+
+def refused(r, culprit, *words) -> str:
+    """Exit 2, one line naming `culprit` (and every word), no traceback."""
+    return expect_error(r, str(culprit), *words)
+
+
+def only(folder, *names):
+    """Nothing was left in `folder` but `names` (no output, no temporary file)."""
+    assert sorted(os.listdir(folder)) == sorted(names), os.listdir(folder)
+
+
+# --- a pickle assembler: numpy's own recipes, spelled opcode by opcode ------------------------
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return b"\x8c" + bytes([len(b)]) + b if len(b) < 256 else b"X" + struct.pack("<I", len(b)) + b
+
+
+def _int(n: int) -> bytes:
+    if -2**31 <= n < 2**31:
+        return b"J" + struct.pack("<i", n)
+    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)  # as pickle's LONG1
+    return b"\x8a" + bytes([len(raw)]) + raw
+
+
+def _tuple(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def _global(module: str, name: str) -> bytes:
+    return _str(module) + _str(name) + b"\x93"
+
+
+def _dtype(code: str, order="<", elsize=-1, alignment=-1, flags=0) -> bytes:
+    """numpy.dtype(code, False, True) with BUILD state (3, order, None x3, elsize, align, flags)."""
+    state = _tuple(_int(3), _str(order), b"N", b"N", b"N", _int(elsize), _int(alignment),
+                   _int(flags))
+    return _global("numpy", "dtype") + _tuple(_str(code), b"\x89", b"\x88") + b"R" + state + b"b"
+
+
+def _array(shape, dtype: bytes, data: bytes) -> bytes:
+    """numpy.core.multiarray._reconstruct(ndarray, (0,), b'b') + BUILD (1, shape, dtype,
+    fortran, data), as numpy pickles an array at protocols 2-4. `data`: the data's opcodes."""
+    empty = (_global("numpy.core.multiarray", "_reconstruct")
+             + _tuple(_global("numpy", "ndarray"), _tuple(_int(0)), b"C\x01b") + b"R")
+    return empty + _tuple(_int(1), _tuple(*map(_int, shape)), dtype, b"\x89", data) + b"b"
+
+
+def _bytes(b: bytes) -> bytes:
+    return b"B" + struct.pack("<I", len(b)) + b
+
+
+def _dict(**items: bytes) -> bytes:
+    return b"}(" + b"".join(_str(k) + v for k, v in items.items()) + b"u"
+
+
+def _pickle(ops: bytes) -> bytes:
+    return b"\x80\x04" + ops + b"."
+
+
+def test_the_assembler_writes_what_pickle_reads():
+    """The judge of the crafted pickles below: Python's own unpickler reads the assembler's
+    plain case as the arrays it spells, and so does our parser."""
+    from convert.formats.jax_pickle import parse
+
+    data = np.arange(6, dtype="<f4").reshape(2, 3)
+    blob = _pickle(_dict(params=_dict(k=_array((2, 3), _dtype("f4"), _bytes(data.tobytes())))))
+    for tree in (pickle.loads(blob), parse(blob, "x")):
+        assert list(tree) == ["params"] and np.array_equal(tree["params"]["k"], data)
+        assert tree["params"]["k"].dtype == np.float32
+
+
+def _nested(depth: int) -> bytes:
+    """{'a': {'a': ... {} ...}}, `depth` dicts deep, set with SETITEM."""
+    ops = b"}"
+    for _ in range(depth):
+        ops = b"}" + _str("a") + ops + b"s"
+    return ops
+
+
+def _memo_bomb() -> bytes:
+    """41 dicts, each holding the next one twice: 2^40 leaves once flattened (~600 bytes)."""
+    node = np.zeros(1, np.float32)
+    for _ in range(40):
+        node = {"a": node, "b": node}
+    return pickle.dumps({"params": node}, protocol=4)
+
+
+def _weights(leaf: bytes) -> bytes:
+    """{'params': {'k': LEAF}}."""
+    return _pickle(_dict(params=_dict(k=leaf)))
+
+
+PICKLES = {  # case: (the file, words its error must hold)
+    # numpy 1.26 trusts the flags of a pickled dtype: these make f8 data "object pointers" at
+    # addresses the file chose
+    "forged-dtype": (lambda: _weights(_array(
+        (4,), _dtype("f8", elsize=8, alignment=8, flags=0x3F), _bytes(b"A" * 32))),
+        ("forged state",)),
+    "memo-bomb": (_memo_bomb, ("shared",)),
+    # 150M object pointers (1.2 GB) allocated before numpy reads the one-element list
+    "object-array": (lambda: _weights(_array((150_000_000,), _dtype("O8", order="|"), b"]Na")),
+                     ("'O8'", "numeric")),
+    "complex-array": (lambda: _weights(_array((2,), _dtype("c8"), _bytes(bytes(16)))),
+                      ("'c8'",)),
+    "shape-beyond-data": (lambda: _weights(_array((2**40,), _dtype("f4"), _bytes(bytes(8)))),
+                          ("needs 4398046511104 bytes",)),
+    "code": (lambda: pickle.dumps({"params": Payload()}, protocol=4), ("refused", "posix.system")),
+    "deep-nesting": (lambda: _pickle(_dict(params=_nested(100))), ("nested more than 32",)),
+}
+
+
+@pytest.mark.parametrize("case", list(PICKLES))
+def test_hostile_pickles(tmp_path, case):
+    make, words = PICKLES[case]
+    src = tmp_path / "w.ckpt"
+    src.write_bytes(make())
+    r = limited("convert", src, tmp_path / "out.safetensors", cwd=tmp_path)
+    refused(r, src, "not a safe pickle", *words)
+    only(tmp_path, "w.ckpt")  # no output, and no PWNED: nothing ran
+
+
+# --- safetensors -------------------------------------------------------------------------
+
+def _safetensors(header, data=b"") -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _overlapping():
+    """3000 tensors on the same 1 MB of data (1.3 MB on disk, 3 GB when read)."""
+    info = {"dtype": "U8", "shape": [1 << 20], "data_offsets": [0, 1 << 20]}
+    return _safetensors({f"t{i}": info for i in range(3000)}, bytes(1 << 20))
+
+
+SAFETENSORS = {
+    "overlapping-offsets": (_overlapping, ("without gaps or overlaps",)),
+    "shape-2^70": (lambda: _safetensors(
+        {"t": {"dtype": "U8", "shape": [2**70], "data_offsets": [0, 4]}}, bytes(4)),
+        ("out of range",)),
+    "shape-1e400": (lambda: _safetensors(
+        b'{"t": {"dtype": "U8", "shape": [1e400], "data_offsets": [0, 4]}}', bytes(4)),
+        ("non-integer",)),
+    "json-3000-deep": (lambda: _safetensors(
+        b'{"__metadata__": ' + b"[" * 3000 + b"]" * 3000 + b"}"), ("nested too deep",)),
+    "float8": (lambda: _safetensors(
+        {"t": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}}, bytes(4)),
+        ("'F8_E4M3'",)),
+    "data-left-over": (lambda: _safetensors(
+        {"t": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}, bytes(1 << 20)),
+        ("cover 4 bytes",)),
+}
+
+
+@pytest.mark.parametrize("case", list(SAFETENSORS))
+def test_hostile_safetensors(tmp_path, case):
+    from safetensors import safe_open
+
+    make, words = SAFETENSORS[case]
+    src = tmp_path / "w.safetensors"
+    src.write_bytes(make())
+    r = limited("convert", src, tmp_path / "out.ckpt")
+    refused(r, src, "not a valid safetensors file", *words)
+    only(tmp_path, "w.safetensors")
+    with pytest.raises(Exception):  # the reference implementation refuses it too
+        with safe_open(str(src), "np") as f:
+            [f.get_tensor(k) for k in f.keys()]
+
+
+def test_safetensors_header_over_the_cap_is_not_read(tmp_path):
+    """A header announced at 2 GB (a sparse file: nothing on disk) is refused unread."""
+    src = tmp_path / "w.safetensors"
+    n = 2 << 30
+    with open(src, "wb") as f:
+        f.write(struct.pack("<Q", n) + b"{")
+        f.truncate(8 + n)
+    r = limited("convert", src, tmp_path / "out.ckpt")
+    refused(r, src, "at most 100000000")
+    only(tmp_path, "w.safetensors")
+
+
+# --- destinations ------------------------------------------------------------------------
+
+def _convert(dst, *extra, **kw):
+    return limited("convert", "default", dst, *extra, **kw)
+
+
+def _special(tmp_path, kind):
+    """A destination that is not a regular file; returns (path, check it is unchanged)."""
+    dst = tmp_path / "out.safetensors"
+    if kind == "fifo":
+        os.mkfifo(dst)
+        return dst, lambda: stat.S_ISFIFO(os.lstat(dst).st_mode)
+    if kind == "directory":
+        dst.mkdir()
+        return dst, lambda: dst.is_dir()
+    if kind == "link-to-dev-null":
+        dst.symlink_to("/dev/null")
+        return dst, lambda: os.readlink(dst) == "/dev/null" and stat.S_ISCHR(
+            os.stat("/dev/null").st_mode)
+    try:  # a device node of our own (the null device), never the system's /dev/null
+        os.mknod(dst, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return dst, lambda: stat.S_ISCHR(os.lstat(dst).st_mode)
+
+
+@pytest.mark.parametrize("kind", ["device-node", "link-to-dev-null", "fifo", "directory"])
+def test_non_regular_destination_is_refused_even_with_force(tmp_path, kind):
+    dst, unchanged = _special(tmp_path, kind)
+    r = _convert(dst, "--force")
+    refused(r, dst, "not a file this tool replaces")
+    assert unchanged()
+    only(tmp_path, dst.name)
+
+
+def test_racing_writers_one_wins(tmp_path):
+    """Two writers to one new destination, both past the existence check before either
+    finishes (the race, made certain): only the first to finish may place its file."""
+    dst = tmp_path / "out.bin"
+    first, second = atomic_output(str(dst)), atomic_output(str(dst))
+    tmp1, tmp2 = first.__enter__(), second.__enter__()
+    open(tmp1, "wb").write(b"first")
+    open(tmp2, "wb").write(b"second")
+    first.__exit__(None, None, None)
+    with pytest.raises(I3DError, match="already exists"):
+        second.__exit__(None, None, None)
+    assert dst.read_bytes() == b"first"
+    only(tmp_path, "out.bin")
+
+
+def test_racing_conversions_one_wins(tmp_path):
+    dst = tmp_path / "out.safetensors"
+    runs = [_convert(dst, popen=True) for _ in range(3)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in runs]
+    assert sorted(rc for rc, _ in results) == [0, 2, 2], results
+    for rc, err in results:
+        assert rc == 0 or (len(err.strip().splitlines()) == 1 and "already exists" in err)
+    only(tmp_path, "out.safetensors")
+
+
+_WRITER = """
+import sys, time
+from convert.fileio import atomic_output
+with atomic_output(sys.argv[1]) as tmp:
+    open(tmp, "wb").write(bytes(1 << 20))
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
+                                         (signal.SIGINT, -signal.SIGINT)])
+def test_signal_while_writing_removes_the_temporary_file(tmp_path, sig, status):
+    dst = tmp_path / "out.bin"
+    p = limited("-c", _WRITER, dst, popen=True)
+    assert p.stdout.readline() == "ready\n"
+    assert len(os.listdir(tmp_path)) == 1  # the temporary file, hidden
+    p.send_signal(sig)
+    assert p.wait(timeout=60) == status, p.stderr.read()
+    only(tmp_path)
+
+
+def test_stale_temporary_files_are_ignored(tmp_path):
+    dst = tmp_path / "out.safetensors"
+    stale = tmp_path / ".out.safetensors.12345.0badf00d.tmp"  # left by a SIGKILL
+    stale.write_bytes(b"half a file")
+    r = _convert(dst)
+    assert r.returncode == 0, r.stderr
+    only(tmp_path, dst.name, stale.name)
+
+
+def test_long_destination_names(tmp_path):
+    dst = tmp_path / ("w" * 238 + ".safetensors")  # 250 bytes: the temporary name is longer
+    r = _convert(dst)
+    assert r.returncode == 0, r.stderr
+    only(tmp_path, dst.name)
+    too_long = tmp_path / ("w" * 260 + ".safetensors")
+    refused(_convert(too_long), too_long, "File name too long")
+    only(tmp_path, dst.name)
+
+
+def test_outputs_get_the_umask_permissions(tmp_path):
+    dst = tmp_path / "out.safetensors"
+    assert _convert(dst, umask=0o027).returncode == 0
+    assert stat.S_IMODE(os.stat(dst).st_mode) == 0o640
+    os.chmod(dst, 0o604)  # overwriting keeps the file's own permissions
+    assert _convert(dst, "--force").returncode == 0
+    assert stat.S_IMODE(os.stat(dst).st_mode) == 0o604
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody can write in: by its mode, or (for root, whom modes do not stop) by
+    the immutable attribute."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    os.chmod(folder, 0o555)
+    undo = ["chmod"]
+    if os.access(folder, os.W_OK):
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            os.chmod(folder, 0o755)
+            pytest.skip("cannot make a folder read-only for this user")
+        undo.append("chattr")
+    yield folder
+    if "chattr" in undo:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    os.chmod(folder, 0o755)
+
+
+def test_read_only_destination_folder(read_only_folder):
+    dst = read_only_folder / "out.safetensors"
+    err = refused(_convert(dst), dst, "cannot write")
+    assert "Permission denied" in err or "Operation not permitted" in err
+    only(read_only_folder)
+
+
+def test_full_disk(tmp_path):
+    """A write that the disk cannot take (here: the process's file size limit, EFBIG, as a
+    full disk's ENOSPC) is one line naming the destination, and leaves nothing."""
+    dst = tmp_path / "out.safetensors"
+    refused(_convert(dst, fsize=1 << 20), dst, "cannot write", "File too large")
+    only(tmp_path)
+
+
+def test_argument_errors_are_one_line():
+    refused(limited("predict", "clip.mp4", "--frames", "0"), "--frames", "at least 1")
+    refused(limited("convert"), "required")
