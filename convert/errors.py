@@ -8,5 +8,7 @@ class I3DError(Exception):
 def printable(text: str, limit: int | None = 80) -> str:
     """Text a file chose (a key, a name) fit for a one-line message: line breaks, escape
     sequences and other control characters shown escaped, clipped to `limit` characters."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
+    text = str(text)
+    clipped = limit is not None and len(text) > limit
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return text[:limit - 3] + "..." if clipped or (limit and len(text) > limit) else text

@@ -185,7 +185,7 @@ def atomic_outputs(paths: list, force: bool = False):
     real = [os.path.realpath(p) for p in paths]
     for i, r in enumerate(real):
         if r in real[:i]:
-            raise I3DError(f"{paths[i]}: given as two different outputs")
+            raise I3DError(f"{paths[i]}: given twice as an output")
     replaced = [check_destination(p, force) for p in paths]
     temps, placed = [], []
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from convert.errors import I3DError
-from convert.fileio import atomic_output
+from convert.fileio import atomic_output, atomic_outputs
 from tests.helpers import Payload, expect_error
 
 # Address space of an `i3d` process: the numpy-only paths (reading, converting to
@@ -304,9 +304,30 @@ def test_racing_conversions_one_wins(tmp_path):
     only(tmp_path, "out.safetensors")
 
 
+def test_several_outputs_are_all_or_nothing(tmp_path):
+    weights, state = tmp_path / "w.pt", tmp_path / "opt.pt"
+    with pytest.raises(I3DError, match="given twice"):  # `DST --optimizer-out DST`
+        with atomic_outputs([weights, tmp_path / "." / "w.pt"]):
+            pass
+    writing = atomic_outputs([weights, state])
+    for tmp in writing.__enter__():
+        open(tmp, "wb").write(b"ours")
+    state.write_bytes(b"theirs")  # the second name is taken while we write
+    with pytest.raises(I3DError, match="already exists"):
+        writing.__exit__(None, None, None)
+    assert state.read_bytes() == b"theirs"
+    only(tmp_path, "opt.pt")  # the first file was taken back
+    with pytest.raises(ZeroDivisionError):  # a failure while writing leaves nothing either
+        with atomic_outputs([weights, state], force=True) as temps:
+            open(temps[0], "wb").write(b"half")
+            1 / 0
+    assert state.read_bytes() == b"theirs"
+    only(tmp_path, "opt.pt")
+
+
 _WRITER = """
 import sys, time
-from convert.fileio import atomic_output
+from convert.fileio import atomic_output, atomic_outputs
 with atomic_output(sys.argv[1]) as tmp:
     open(tmp, "wb").write(bytes(1 << 20))
     print("ready", flush=True)

@@ -4,9 +4,10 @@ called or given state. The parser knows the opcodes that `pickle.dumps` (protoco
 for nested dicts of numpy arrays, and numpy's array recipes (`_reconstruct` + BUILD,
 `_frombuffer`, `scalar`, with `dtype` + BUILD); each array is built here from validated fields:
 a numeric element type, explicit byte order, an integer shape whose size equals the bytes
-present. A file cannot make it allocate more than its own size (arrays are copied out of the
-mapped file, at most once each), share a dict or an array between two keys (the memo bomb: 40
-nested self-shared dicts flatten to 2^40 entries), or nest deeper than MAX_DEPTH."""
+present. A file cannot make it allocate more array data than its own size (arrays are copied
+out of the mapped file), share a dict or an array between two keys (the memo bomb: 40 nested
+self-shared dicts flatten to 2^40 entries), nest deeper than MAX_DEPTH or hold more than
+MAX_OBJECTS objects."""
 from __future__ import annotations
 
 import math
@@ -82,10 +83,13 @@ class _Array:
 
 def _short(x) -> str:
     """A short description of a parsed value for a message (never repr of a deep tuple)."""
-    if isinstance(x, (str, int, float, type(None))):
+    if isinstance(x, str):
+        return printable(repr(x[:100]))
+    if isinstance(x, (int, float, type(None))):
         return printable(repr(x))
     if isinstance(x, tuple):
-        if len(x) <= 10 and all(isinstance(v, (str, int, float, type(None))) for v in x):
+        if len(x) <= 10 and all(isinstance(v, (int, float, type(None))) or
+                                (isinstance(v, str) and len(v) <= 10) for v in x):
             return printable(repr(x))
         return f"a tuple of {len(x)}"
     return f"a {type(x).__name__.strip('_')}"
@@ -390,7 +394,7 @@ def parse(buf, source: str) -> dict:
     """Nested dicts of numpy arrays from the bytes of a pickle; errors name `source`."""
     try:
         return _Parser(buf).run()
-    except (_Bad, UnicodeDecodeError) as e:
+    except (_Bad, UnicodeError) as e:
         reason = str(e)
     # raised outside the handler: no traceback cycle keeps the parser's arrays alive
     raise I3DError(f"{source}: not a safe pickle of numpy arrays ({reason})")
