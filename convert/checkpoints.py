@@ -90,9 +90,9 @@ def notice(message: str):
     print(f"i3d: note: {message}", file=sys.stderr)
 
 
-def as_variant(value) -> Variant:
-    """A Variant, or its name or custom form (architecture.variant) as an I3DError."""
-    if isinstance(value, Variant):
+def as_variant(value) -> Variant | None:
+    """A Variant (or None), or its name or custom form (architecture.variant) as an I3DError."""
+    if value is None or isinstance(value, Variant):
         return value
     try:
         return arch.variant(str(value))
@@ -127,6 +127,7 @@ def variant_of(scheme: str, weights: dict, metadata: dict, source: str,
     'assumed' (now, or when the file was converted): then `note` says what was assumed and how
     to say otherwise."""
     have, assumed = recorded_variant(metadata, source)
+    gamma = has_bn_scale(weights)
     if declared is not None:
         if have is not None and not assumed and have != declared:
             raise I3DError(f"{source}: records variant {have}; --variant {declared.name} "
@@ -136,15 +137,22 @@ def variant_of(scheme: str, weights: dict, metadata: dict, source: str,
         v, how, note = have, "assumed" if assumed else "recorded", assumed
     else:
         known, hint = SCHEME_VARIANTS.get(scheme, ((), None))
-        gamma = has_bn_scale(weights)
         if known and known[0].bn_scale == gamma:
             v, how, note = known[0], "assumed" if hint else "implied", hint
         else:
             v = PYTORCH_I3D if gamma else DEEPMIND
             how, note = "assumed", (f"{v.name} assumed (the file records no variant); if it was "
                                     "trained as another: --variant NAME")
-    if has_bn_scale(weights) and not v.bn_scale:
+    if gamma and not v.bn_scale:
         raise I3DError(f"{source}: the weights carry a BN scale (gamma), which variant {v} has not")
+    return v, how, note
+
+
+def _variant(f: dict, weights: dict, variant) -> tuple:
+    """variant_of an opened file, the notice said when the variant is assumed."""
+    v, how, note = variant_of(f["scheme"], weights, f["metadata"], f["path"], as_variant(variant))
+    if note:
+        notice(f"{f['path']}: {note}")
     return v, how, note
 
 
@@ -188,10 +196,7 @@ def read_weights(path: str, variant=None) -> tuple:
     weights = from_scheme(f["flat"], f["scheme"], source=f["path"])
     momentum = {k[len(p):]: v for k, v in f["state"].items() for p in MOMENTUM_PREFIXES
                 if k.startswith(p)}
-    declared = None if variant is None else as_variant(variant)
-    v, how, note = variant_of(f["scheme"], weights, f["metadata"], f["path"], declared)
-    if note:
-        notice(f"{f['path']}: {note}")
+    v, how, note = _variant(f, weights, variant)
     if v.bn_scale:
         weights = with_bn_scale(weights)
     return weights, {"format": f["format"], "scheme": f["scheme"], "variant": v,
@@ -223,7 +228,8 @@ def write_weights(weights: dict, path: str, fmt: str | None = None, scheme: str 
     if scheme not in names.SCHEMES:
         raise I3DError(f"unknown naming scheme {scheme!r}; known: {', '.join(names.SCHEMES)}")
     if has_bn_scale(weights) and not variant.bn_scale:
-        raise I3DError(f"{source or 'weights'}: carry a BN scale (gamma), variant {variant} has not")
+        raise I3DError(f"{source or 'weights'}: the weights carry a BN scale (gamma), which "
+                       f"variant {variant} has not")
     known, _ = SCHEME_VARIANTS.get(scheme, ((), None))
     if variant.bn_scale or (known and all(v.bn_scale for v in known)):
         weights, variant = with_bn_scale(weights), replace(variant, bn_scale=True)
@@ -272,10 +278,7 @@ def describe(path: str, variant=None) -> dict:
            "metadata": f["metadata"]}
     try:
         weights = from_scheme(flat, scheme, source=f["path"])
-        declared = None if variant is None else as_variant(variant)
-        v, how, note = variant_of(scheme, weights, f["metadata"], f["path"], declared)
-        if note:
-            notice(f"{f['path']}: {note}")
+        v, how, note = _variant(f, weights, variant)
         out.update(variant=v.as_dict(), variant_name=v.name, variant_source=how,
                    variant_note=note, valid=True)
     except I3DError as e:

@@ -10,7 +10,7 @@ from convert import architecture as arch
 from convert.errors import I3DError
 
 HOW = {"recorded": "recorded in the file", "declared": "declared (--variant)",
-       "implied": "implied by the {scheme} scheme", "assumed": "assumed (the file records none)"}
+       "implied": "implied by the {scheme} scheme", "assumed": "assumed (see the note on stderr)"}
 
 
 def _variant(text: str) -> arch.Variant:

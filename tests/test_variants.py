@@ -156,6 +156,27 @@ def test_every_format_records_the_variant_and_reads_it_back(recorded, capsys):
     assert not_loaded == [] and METADATA_KEY in extra  # reported as not loaded, as documented
 
 
+def test_bad_metadata_is_one_error_naming_the_file_and_the_entry(recorded, tmp_path):
+    from collections import OrderedDict
+
+    flat = mindspore_ckpt.read(recorded["mindspore"])
+    good = json.loads(mindspore_ckpt.read_all(recorded["mindspore"])[1][METADATA_KEY])
+    for i, (text, words) in enumerate((
+            ("not json", f"string entry '{METADATA_KEY}' is not a map"),
+            ("[" * 100_000, f"string entry '{METADATA_KEY}' is not a map"),
+            ('{"variant": 3}', "is not a map of strings to strings"),
+            (json.dumps({**good, "variant": "padding=same,eps=-1,scale=true"}), "unreadable variant"))):
+        path = str(tmp_path / f"bad{i}.ckpt")
+        mindspore_ckpt.write(flat, path, {METADATA_KEY: text})
+        expect_error(i3d("convert", path, tmp_path / "out.safetensors"), path, words)
+        assert not (tmp_path / "out.safetensors").exists()
+    sd = OrderedDict((k, torch.zeros(1)) for k in ("a",))
+    sd._metadata = OrderedDict({METADATA_KEY: {"variant": ["mindvideo"]}})
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(I3DError, match=f"_metadata\\['{METADATA_KEY}'\\] is not a map"):
+        read_weights(str(tmp_path / "bad.pt"))
+
+
 def test_twins_refuse_weights_recorded_as_another_variant(recorded, tmp_path):
     sd = torch.load(recorded["torch"], weights_only=True)
     with pytest.raises(I3DError, match="variant mindvideo-same .* the model is mindvideo "):

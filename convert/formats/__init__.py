@@ -17,7 +17,6 @@ from . import jax_pickle, mindspore_ckpt, safetensors_file, torch_file
 
 WRITABLE = ("mindspore", "torch", "safetensors")
 EXTENSIONS = {".ckpt": "mindspore", ".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}
-RECORDS_METADATA = WRITABLE  # every format this tool writes carries the metadata dict
 # Where a .pt (state_dict._metadata) and a .ckpt (a string entry, JSON) keep the metadata dict;
 # safetensors keeps it as its own __metadata__.
 METADATA_KEY = "i3d_parity"
@@ -32,10 +31,15 @@ def _checked(meta, path: str, where: str) -> dict:
     return dict(meta)
 
 
+def _ours(torch_metadata, source: str) -> dict:
+    """Our entry of a state_dict's `_metadata` ({} if none)."""
+    ours = torch_metadata.get(METADATA_KEY) if isinstance(torch_metadata, dict) else None
+    return {} if ours is None else _checked(ours, source, f"_metadata['{METADATA_KEY}']")
+
+
 def _read_torch(path: str) -> tuple:
     flat, meta = torch_file.read(path)
-    ours = meta.get(METADATA_KEY)
-    return flat, {} if ours is None else _checked(ours, path, f"_metadata['{METADATA_KEY}']")
+    return flat, _ours(meta, path)
 
 
 def _read_mindspore(path: str) -> tuple:
@@ -44,7 +48,7 @@ def _read_mindspore(path: str) -> tuple:
         return flat, {}
     try:
         meta = json.loads(strings[METADATA_KEY])
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         meta = None
     return flat, _checked(meta, path, f"string entry '{METADATA_KEY}'")
 
@@ -66,9 +70,7 @@ WRITERS = {
 
 def recorded(state_dict) -> dict:
     """The metadata dict a loaded state_dict carries ({} if none): for the torch twin."""
-    meta = getattr(state_dict, "_metadata", None)
-    ours = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
-    return _checked(ours, "state_dict", f"_metadata['{METADATA_KEY}']") if ours is not None else {}
+    return _ours(getattr(state_dict, "_metadata", None), "state_dict")
 
 
 def detect(path: str) -> str:

@@ -33,7 +33,7 @@ def _to_torch(a):
 
 
 def read(path: str) -> tuple:
-    """({key: np.ndarray}, the state_dict's `_metadata` or {})."""
+    """({key: np.ndarray}, the state_dict's `_metadata`, or {})."""
     try:
         import torch
     except ImportError:
@@ -47,8 +47,7 @@ def read(path: str) -> tuple:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise I3DError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
-    meta = getattr(obj, "_metadata", None)
-    return {str(k): _to_numpy(v) for k, v in obj.items()}, meta if isinstance(meta, dict) else {}
+    return {str(k): _to_numpy(v) for k, v in obj.items()}, getattr(obj, "_metadata", None) or {}
 
 
 def write(obj, path: str, metadata: dict | None = None):
