@@ -54,11 +54,8 @@ class Unit3d(nn.Module):
     def forward(self, x):
         u = self.unit
         pads = arch.conv_padding(self.variant, tuple(x.shape[2:]), u.kernel, u.stride)
-        if x.device.type in UNFOLD_ON and u.kernel[0] > 1 and u.cin * u.kernel[0] <= UNFOLD_MAX_CHANNELS:
-            x = _conv_time_unfolded(x, self.conv.weight, self.conv.bias, pads, u.stride)
-        else:
-            x, pad = _pad(x, pads)
-            x = F.conv3d(x, self.conv.weight, self.conv.bias, u.stride, pad)
+        conv = _conv_time_unfolded if x.device.type in UNFOLD_ON and unfolds(u) else _conv3d
+        x = conv(x, self.conv.weight, self.conv.bias, pads, u.stride)
         if self.bn is None:
             return x
         return F.relu(self.bn(x))
@@ -68,8 +65,10 @@ def _max_pool(x, kernel, stride):
     """'SAME' max-pool, padded with -inf. Without gradients it runs as `_window_max` (no
     indices); with them as torch's pool, whose indices route each gradient to one maximum."""
     pads = arch.pool_padding(tuple(x.shape[2:]), kernel, stride)
-    if not x.requires_grad:
-        return _window_max(x, pads, kernel, stride)
+    return (_torch_max_pool if x.requires_grad else _window_max)(x, pads, kernel, stride)
+
+
+def _torch_max_pool(x, pads, kernel, stride):
     x, pad = _pad(x, pads, float("-inf"))
     if pad and any(2 * p > k for p, k in zip(pad, kernel)):  # torch caps implicit padding at k/2
         x, pad = F.pad(x, [p for q in reversed(pad) for p in (q, q)], value=float("-inf")), 0
@@ -101,6 +100,16 @@ def _window_max(x, pads, kernel, stride):
 # slow (an H200 spent 43% of a forward in the stem), oneDNN's on the CPU are not.
 UNFOLD_ON = ("cuda",)
 UNFOLD_MAX_CHANNELS = 32
+
+
+def unfolds(unit: arch.Unit) -> bool:
+    """Whether `unit` runs as `_conv_time_unfolded` on the devices of UNFOLD_ON."""
+    return unit.kernel[0] > 1 and unit.cin * unit.kernel[0] <= UNFOLD_MAX_CHANNELS
+
+
+def _conv3d(x, weight, bias, pads, stride):
+    x, pad = _pad(x, pads)
+    return F.conv3d(x, weight, bias, stride, pad)
 
 
 def _conv_time_unfolded(x, weight, bias, pads, stride):

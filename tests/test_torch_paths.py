@@ -1,0 +1,188 @@
+"""The torch twin's GPU-minded code paths, run on the CPU: BatchNorm in training mode without
+gamma (the CUDA training fix), the max-pools without indices, the stem as a temporal unfold +
+2-D conv, and channels_last_3d. Each is held against torch's plain op or a numpy brute force,
+and the whole network against the reference logits. The same paths on CUDA: tests/test_gpu.py."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import i3d_torch
+from convert import architecture as arch
+from i3d_torch import model as twin
+
+CL = torch.channels_last_3d
+
+
+def _bn_reference(x, beta, mean, var, eps, momentum):
+    """Sonnet BatchNorm in training mode, in float64 numpy: (output, new running mean, var)."""
+    x = x.astype(np.float64)
+    m, v = x.mean(axis=(0, 2, 3, 4)), x.var(axis=(0, 2, 3, 4))
+    n = x.size // x.shape[1]
+    y = (x - m[:, None, None, None]) / np.sqrt(v[:, None, None, None] + eps) + beta[:, None, None, None]
+    return (y, (1 - momentum) * mean + momentum * m,
+            (1 - momentum) * var + momentum * v * n / (n - 1))
+
+
+def test_batchnorm_without_gamma_trains_as_unit_gamma():
+    rng = np.random.RandomState(0)
+    x = (rng.randn(2, 8, 3, 5, 4) * 3 + 1).astype(np.float32)
+    bn = i3d_torch.BatchNorm(8, eps=1e-3, scale=False).train()
+    assert bn.weight is None and "weight" not in bn.state_dict()  # no gamma in the checkpoint
+    with torch.no_grad():
+        bn.bias.copy_(torch.from_numpy(rng.randn(8).astype(np.float32)))
+        bn.running_mean.copy_(torch.from_numpy(rng.randn(8).astype(np.float32)))
+    beta, mean0, var0 = (t.detach().numpy().copy() for t in (bn.bias, bn.running_mean,
+                                                                bn.running_var))
+    xt = torch.from_numpy(x).requires_grad_()
+    y = bn(xt)
+    g = torch.from_numpy(rng.randn(*x.shape).astype(np.float32))
+    (y * g).sum().backward()
+    ref_y, ref_mean, ref_var = _bn_reference(x, beta, mean0, var0, 1e-3, bn.momentum)
+    assert np.abs(y.detach().numpy() - ref_y).max() < 1e-5
+    assert np.allclose(bn.running_mean.numpy(), ref_mean, atol=1e-6)
+    assert np.allclose(bn.running_var.numpy(), ref_var, atol=1e-6)
+    # gradients: exactly those of torch's batch_norm without a weight (the path it replaces)
+    x2 = torch.from_numpy(x).requires_grad_()
+    beta2 = torch.from_numpy(beta).requires_grad_()
+    y2 = F.batch_norm(x2, torch.from_numpy(mean0), torch.from_numpy(var0), None, beta2, True,
+                      bn.momentum, 1e-3)
+    (y2 * g).sum().backward()
+    assert torch.allclose(xt.grad, x2.grad, atol=1e-6) and xt.grad.abs().max() > 0
+    assert torch.allclose(bn.bias.grad, beta2.grad, atol=1e-5)
+    assert torch.allclose(bn.bias.grad, g.sum((0, 2, 3, 4)), atol=1e-4)  # d(out)/d(beta) = 1
+
+
+def test_deepmind_variant_trains(weights):
+    """A few SGD steps of the gamma-less twin (cut after Conv3d_2c_3x3) on one batch: the loss
+    falls, every parameter gets a gradient, BN statistics move by DeepMind's decay."""
+    torch.manual_seed(0)
+    model = i3d_torch.build(weights, final_endpoint="Conv3d_2c_3x3").train()
+    assert all(m.weight is None for m in model.modules() if isinstance(m, i3d_torch.BatchNorm))
+    head = torch.nn.Linear(192, 3)
+    x = torch.from_numpy(np.random.RandomState(1).uniform(-1, 1, (3, 3, 8, 48, 48))
+                         .astype(np.float32))
+    y = torch.tensor([0, 1, 2])
+    stats0 = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.1)
+    losses = []
+    for step in range(4):
+        opt.zero_grad()
+        loss = F.cross_entropy(head(model(x).mean((2, 3, 4))), y)
+        loss.backward()
+        if step == 0:
+            for name, p in model.named_parameters():
+                assert p.grad is not None and p.grad.abs().max() > 0, name
+        opt.step()
+        losses.append(loss.item())
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.02, losses
+    for k, v in model.state_dict().items():
+        if "running" in k:  # 4 steps of decay 0.999: moved, by well under 1% of the way
+            moved = (v - stats0[k]).abs().max().item()
+            assert 0 < moved < 0.05 * (stats0[k].abs().max().item() + 1), k
+
+
+def _pool_numpy(x, kernel, stride):
+    """TF 'SAME' max-pool by brute force: -inf outside the input."""
+    pads = arch.pool_padding(x.shape[2:], kernel, stride)
+    xp = np.pad(x, [(0, 0), (0, 0), *pads], constant_values=-np.inf)
+    out_shape = [(n + s - 1) // s for n, s in zip(x.shape[2:], stride)]
+    out = np.empty(x.shape[:2] + tuple(out_shape), x.dtype)
+    for i, j, k in itertools.product(*map(range, out_shape)):
+        a, b, c = i * stride[0], j * stride[1], k * stride[2]
+        out[:, :, i, j, k] = xp[:, :, a:a + kernel[0], b:b + kernel[1], c:c + kernel[2]] \
+            .max(axis=(2, 3, 4))
+    return out
+
+
+POOLS = sorted({(p.kernel, p.stride) for p in arch.LAYERS if isinstance(p, arch.Pool)}
+               | {arch.BRANCH3_POOL})
+
+
+@pytest.mark.parametrize("kernel,stride", POOLS)
+def test_window_max_is_tf_same_pool_bit_for_bit(kernel, stride):
+    rng = np.random.RandomState(0)
+    for shape in [(2, 3, 5, 7, 6), (1, 4, 8, 9, 11), (1, 2, 1, 1, 2)]:
+        x = -rng.rand(*shape).astype(np.float32) - 1  # all negative: a zero pad would show
+        ref = _pool_numpy(x, kernel, stride)
+        for layout, dtype in [(torch.contiguous_format, torch.float32), (CL, torch.float32),
+                              (CL, torch.bfloat16)]:
+            xt = torch.from_numpy(x).to(dtype).contiguous(memory_format=layout)
+            with torch.inference_mode():
+                out = twin._max_pool(xt, kernel, stride)
+            want = _pool_numpy(xt.float().numpy(), kernel, stride)
+            assert out.dtype == dtype and np.array_equal(out.float().numpy(), want), (shape, layout)
+            assert torch.equal(out, twin._torch_max_pool(xt, arch.pool_padding(
+                shape[2:], kernel, stride), kernel, stride))  # torch's pool, the grad path
+            if layout is CL and shape[1] > 1 and out.shape[2:].numel() > 1:
+                assert out.is_contiguous(memory_format=CL)
+        assert np.array_equal(twin._max_pool(torch.from_numpy(x), kernel, stride).numpy(), ref)
+
+
+def test_max_pool_with_gradients_routes_each_to_one_maximum():
+    """Training keeps torch's pool: where a window ties (zeros after a ReLU), its gradient goes
+    to one element, as TF's MaxPoolGrad does, not split among the ties as amax's would be."""
+    x = torch.zeros(1, 2, 4, 5, 5, requires_grad=True)
+    twin._max_pool(x, (3, 3, 3), (2, 2, 2)).sum().backward()
+    assert x.grad.sum().item() == 2 * 2 * 3 * 3
+    assert torch.equal(x.grad, x.grad.round()) and x.grad.max() >= 1
+
+
+@pytest.mark.parametrize("variant", [arch.DEEPMIND, arch.MINDVIDEO])
+def test_time_unfolded_stem_equals_conv3d(weights, cricket_clip, variant):
+    model = i3d_torch.build(weights, final_endpoint="Conv3d_1a_7x7")
+    stem = next(u for u in arch.units() if twin.unfolds(u))
+    assert stem.path == arch.LAYERS[0].path and not any(twin.unfolds(u) for u in arch.units()[1:])
+    w = getattr(model, stem.path).conv.weight.detach().requires_grad_()
+    for frames in (16, 17):  # SAME pads (2, 3) in time for even T, (3, 3) for odd
+        x = torch.from_numpy(cricket_clip[:, :, :frames, :112, :97].copy())
+        pads = arch.conv_padding(variant, tuple(x.shape[2:]), stem.kernel, stem.stride)
+        ref = twin._conv3d(x, w, None, pads, stem.stride)
+        g = torch.randn_like(ref)
+        (gw_ref,) = torch.autograd.grad((ref * g).sum(), w)
+        for layout in (torch.contiguous_format, CL):
+            out = twin._conv_time_unfolded(x.contiguous(memory_format=layout), w, None, pads,
+                                           stem.stride)
+            assert out.shape == ref.shape and out.is_contiguous(memory_format=layout)
+            assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
+            (gw,) = torch.autograd.grad((out * g).sum(), w)
+            assert (gw - gw_ref).abs().max() < 1e-5 * gw_ref.abs().max()
+        with torch.autocast("cpu", torch.bfloat16):  # cast before the unfold: same as conv3d's
+            out = twin._conv_time_unfolded(x, w, None, pads, stem.stride)
+            assert out.dtype == torch.bfloat16
+            assert (out.float() - ref).abs().max() < 2e-2 * ref.abs().max()
+
+
+@pytest.mark.slow
+def test_gpu_paths_on_cpu_reproduce_reference(weights, cricket_clip, reference_logits,
+                                              monkeypatch):
+    """The network as CUDA runs it (unfolded stem, pools without indices), in both layouts."""
+    monkeypatch.setattr(twin, "UNFOLD_ON", ("cpu", "cuda"))
+    model = i3d_torch.build(weights)
+    x = torch.from_numpy(cricket_clip)
+    with torch.inference_mode():
+        for layout in (torch.contiguous_format, CL):
+            m = model.to(memory_format=layout)
+            logits = m(x.contiguous(memory_format=layout))[0].numpy()
+            assert np.abs(logits - reference_logits).max() < 1e-4, layout
+
+
+def test_channels_last_3d_stays_channels_last(weights, monkeypatch):
+    monkeypatch.setattr(twin, "UNFOLD_ON", ("cpu", "cuda"))
+    model = i3d_torch.build(weights, head="global").to(memory_format=CL)
+    x = torch.from_numpy(np.random.RandomState(0).uniform(-1, 1, (2, 3, 16, 64, 64))
+                         .astype(np.float32)).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        points = model.end_points(x)
+    maps = {k: v for k, v in points.items() if v.dim() == 5 and v.shape[2:].numel() > 1}
+    assert len(maps) >= 10
+    for name, v in maps.items():
+        assert v.is_contiguous(memory_format=CL), name
+    monkeypatch.setattr(twin, "UNFOLD_ON", ("cuda",))
+    with torch.inference_mode():
+        plain = i3d_torch.build(weights, head="global").end_points(x.contiguous())
+    for name in points:  # float32 rounding, relative to each map's scale
+        scale = max(1.0, plain[name].abs().max().item())
+        assert (points[name] - plain[name]).abs().max() < 2e-5 * scale, name
