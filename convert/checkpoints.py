@@ -130,8 +130,8 @@ def variant_of(scheme: str, weights: dict, metadata: dict, source: str,
     gamma = has_bn_scale(weights)
     if declared is not None:
         if have is not None and not assumed and have != declared:
-            raise I3DError(f"{source}: records variant {have}; --variant {declared.name} "
-                           "contradicts it")
+            raise I3DError(f"{source}: records variant {have}; the one declared ({declared.name}: "
+                           "--variant, model.variant or the model's own) contradicts it")
         v, how, note = declared, "declared", None
     elif have is not None:
         v, how, note = have, "assumed" if assumed else "recorded", assumed
@@ -144,7 +144,8 @@ def variant_of(scheme: str, weights: dict, metadata: dict, source: str,
             how, note = "assumed", (f"{v.name} assumed (the file records no variant); if it was "
                                     "trained as another: --variant NAME")
     if gamma and not v.bn_scale:
-        raise I3DError(f"{source}: the weights carry a BN scale (gamma), which variant {v} has not")
+        raise I3DError(f"{source}: the weights carry a BN scale (gamma), which variant {v} has "
+                       "not: declare theirs (--variant, model.variant)")
     return v, how, note
 
 
