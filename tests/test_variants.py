@@ -10,7 +10,7 @@ differ. Every comparison's max abs error is printed (pytest -s) for the record.
 """
 import json
 
-import i3d_ms  # noqa: F401  (MindSpore before anything decodes video)
+import i3d_ms  # MindSpore before anything decodes video
 import mindspore as ms
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from mindspore import Tensor, nn, ops
 
 import i3d_torch
 from convert import architecture as arch
-from convert.architecture import DEEPMIND, MINDVIDEO, MINDVIDEO_SAME, PYTORCH_I3D
+from convert.architecture import MINDVIDEO, MINDVIDEO_SAME, PYTORCH_I3D
 from convert.checkpoints import describe, load_default, read_weights, write_weights
 from convert.errors import I3DError
 from convert.formats import METADATA_KEY, mindspore_ckpt
@@ -31,8 +31,6 @@ TOL = 1e-4
 MINDVIDEO_NOTICE = ("mindvideo (symmetric) assumed; i3d_mindspore's 'same' build writes the same "
                     "names: --variant mindvideo-same")
 CDFVD_NOTICE = "cd-fvd's copy of pytorch_i3d (BN eps 1e-5) writes the same names: --variant mindvideo-same"
-
-
 ERRORS = {}  # case -> max abs error, printed when the module is done (pytest -s shows them)
 
 
