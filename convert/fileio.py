@@ -19,43 +19,9 @@ import threading
 from .errors import I3DError
 
 NAME_MAX = 255  # bytes in one file name on Linux file systems
-
-
-def read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
-
-
-def read_prefix(path: str, n: int) -> bytes:
-    """At most the first `n` bytes of a file."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except OSError as e:
-        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
-
-
-@contextlib.contextmanager
-def mapped(path: str):
-    """The bytes of a regular file as a read-only buffer, paged in as they are used (b'' for an
-    empty file)."""
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise I3DError(f"{path}: not a regular file")
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if st.st_size else b""
-    except OSError as e:
-        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        yield buf
-    finally:
-        if buf:
-            with contextlib.suppress(BufferError):  # a view still alive: closed when collected
-                buf.close()
+# Holes a file read may have: file systems that compress (ZFS) store blocks of zeros as holes,
+# so a few are real data; a file of mostly holes is a memory bomb of its apparent size.
+SPARSE_SLACK = 64 << 20
 
 
 def _kind(mode: int) -> str:
@@ -65,6 +31,76 @@ def _kind(mode: int) -> str:
         if test(mode):
             return kind
     return "not a regular file"
+
+
+def open_input(path: str):
+    """A regular file opened for reading (binary). Anything else is refused by what it is,
+    without blocking on it (a FIFO is opened non-blocking, then refused)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise I3DError(f"{path}: no such file") from None
+    except OSError as e:
+        raise I3DError(f"{path}: cannot read ({e.strerror})") from None
+    f = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        f.close()
+        raise I3DError(f"{path}: is {_kind(mode)}, not a file to read")
+    return f
+
+
+def read_prefix(path: str, n: int) -> bytes:
+    """At most the first `n` bytes of a regular file."""
+    with open_input(path) as f:
+        try:
+            return f.read(n)
+        except OSError as e:
+            raise I3DError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _holes(fd: int, size: int, enough: int) -> int:
+    """Bytes of the file that are holes (never written: read as zeros), counted until more
+    than `enough` are found; 0 where the file system cannot tell."""
+    holes = pos = 0
+    try:
+        while pos < size and holes <= enough:
+            hole = os.lseek(fd, pos, os.SEEK_HOLE)
+            if hole >= size:
+                break
+            try:
+                pos = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # ENXIO: no data after the hole
+                    raise
+                pos = size
+            holes += pos - hole
+    except OSError:
+        return 0
+    return holes
+
+
+@contextlib.contextmanager
+def mapped(path: str):
+    """The bytes of a regular file as a read-only buffer, paged in as they are used (b'' for an
+    empty file). A sparse file (more than SPARSE_SLACK bytes of holes) is refused unread: its
+    size is not data, and a reader would copy its zeros into memory."""
+    with open_input(path) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            holes = _holes(f.fileno(), size, SPARSE_SLACK)
+            if holes > SPARSE_SLACK:
+                raise I3DError(f"{path}: a sparse file of {size} bytes, at least {holes} of them "
+                               "never written (holes): refused unread")
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except OSError as e:
+            raise I3DError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        yield buf
+    finally:
+        if buf:
+            with contextlib.suppress(BufferError):  # a view still alive: closed when collected
+                buf.close()
 
 
 def check_destination(path: str, force: bool = False) -> os.stat_result | None:

@@ -244,6 +244,130 @@ def test_safetensors_header_over_the_cap_is_not_read(tmp_path):
     only(tmp_path, "w.safetensors")
 
 
+# --- MindSpore .ckpt ----------------------------------------------------------------------
+# Well-formed messages are built with MindSpore's own protobuf classes; malformed ones are
+# spelled field by field.
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _ckpt(*entries) -> bytes:
+    """A Checkpoint of (tag, dims, tensor_type, content) entries, serialised by MindSpore."""
+    from mindspore.train.checkpoint_pb2 import Checkpoint
+
+    c = Checkpoint()
+    for tag, dims, ttype, content in entries:
+        v = c.value.add()
+        v.tag, v.tensor.tensor_type, v.tensor.tensor_content = tag, ttype, content
+        v.tensor.dims.extend(dims)
+    return c.SerializeToString()
+
+
+def _raw_entry(tag: bytes, tensor: bytes) -> bytes:
+    return _field(1, _field(1, tag) + _field(2, tensor))
+
+
+def _sparse_ckpt(path, size: int):
+    """One Float32 tensor whose content field declares `size` bytes; the file is extended to
+    hold them as a hole (4 KB on disk)."""
+    n = size // 4
+    head = _varint(1 << 3 | 0) + _varint(n) + _field(2, b"Float32") + _varint(3 << 3 | 2) \
+        + _varint(size)
+    tensor = _varint(2 << 3 | 2) + _varint(len(head) + size) + head
+    value = _field(1, b"w") + tensor
+    with open(path, "wb") as f:
+        f.write(_varint(1 << 3 | 2) + _varint(len(value) + size) + value)
+        f.truncate(f.tell() + size)
+
+
+CKPTS = {  # case: (the file, words its error must hold)
+    "dims-above-2^63": (lambda: _ckpt(("w", [-1, 2], "Float32", bytes(8))), ("beyond 2^63",)),
+    "dims-product-overflows": (lambda: _ckpt(("w", [2**32 + 1, 2**32 + 1, 4], "Float32",
+                                              bytes(4))), ("needs", "holds 4")),
+    "shape-beyond-data": (lambda: _ckpt(("w", [2**30], "Float32", bytes(16))),
+                          ("needs 4294967296 bytes", "holds 16")),
+    "33-dims": (lambda: _ckpt(("w", [1] * 33, "Float32", bytes(4))), ("more than 32 dims",)),
+    "escape-sequences-in-tag-and-type": (lambda: _ckpt(("w\x1b[2J\nnext line", [1],
+                                                        "Float32\x1b[31m", bytes(4))),
+                                         ("w\\x1b[2J\\nnext line", "Float32\\x1b[31m")),
+    "tag-not-utf8": (lambda: _raw_entry(b"\xff\xfe", _field(2, b"Float32")), ("utf-8",)),
+    "quantized-int4": (lambda: _ckpt(("w", [2], "Int4", bytes(1))), ("'Int4'",)),
+    "complex": (lambda: _ckpt(("w", [1], "Complex64", bytes(8))), ("'Complex64'",)),
+    "group-wire-type": (lambda: _ckpt(("w", [1], "Float32", bytes(4))) + b"\x0b" + bytes(8),
+                        ("wire type 3",)),
+    "truncated-varint": (lambda: b"\x0a\xff\xff\xff", ("truncated",)),
+    "length-past-the-end": (lambda: b"\x0a\xff\xff\xff\x7f" + bytes(8), ("runs past",)),
+    "entry-without-tensor": (lambda: _field(1, _field(1, b"w")), ("without a tensor",)),
+    "map-parameter": (lambda: _field(1, _field(1, b"w") + _field(3, b"")), ("unknown field 3",)),
+    "slices-disagree": (lambda: _ckpt(("w", [4], "Float32", bytes(8)),
+                                      ("w", [2, 2], "Float32", bytes(8))), ("slices",)),
+    "tag-twice": (lambda: _ckpt(("w", [1], "Float32", bytes(4)), ("v", [1], "Float32", bytes(4)),
+                                ("w", [1], "Float32", bytes(4))), ("'w' appears twice",)),
+    "string-entry-odd-length": (lambda: _ckpt(("w", [1], "Float32", bytes(4)),
+                                              ("i3d_parity", [0], "str", b"abc")),
+                                ("string entry 'i3d_parity'",)),
+    "string-not-utf32": (lambda: _ckpt(("w", [1], "Float32", bytes(4)),
+                                       ("i3d_parity", [0], "str", b"\xff" * 4)), ("utf-32",)),
+    "crc-mismatch": (lambda: _ckpt(("w", [1], "Float32", bytes(4))) + b"crc_num" + bytes(10),
+                     ("CRC-32",)),
+    "65537-entries": (lambda: b"".join(_ckpt((f"t{i}", [1], "UInt8", b"x"))
+                                       for i in range(65537)), ("more than 65536 entries",)),
+}
+
+
+@pytest.mark.parametrize("case", list(CKPTS))
+def test_hostile_ckpts(tmp_path, case):
+    make, words = CKPTS[case]
+    src = tmp_path / "w.ckpt"
+    src.write_bytes(make())
+    r = limited("convert", src, tmp_path / "out.safetensors")
+    refused(r, src, "not a valid MindSpore checkpoint", *words)
+    only(tmp_path, "w.ckpt")
+
+
+def test_sparse_ckpt_declaring_3_gb_is_refused_unread(tmp_path):
+    src = tmp_path / "w.ckpt"
+    _sparse_ckpt(src, 3 << 30)
+    assert os.stat(src).st_blocks * 512 <= 8192  # 4 KB on disk, 3 GB in size
+    refused(limited("convert", src, tmp_path / "out.safetensors"), src, "sparse file", "holes")
+    only(tmp_path, "w.ckpt")
+
+
+def test_ckpt_as_mindspore_reads_it(tmp_path):
+    """What MindSpore's own loader reads, we read the same: a CRC trailer, a 1.x scalar
+    (dims [0]), a tensor in consecutive slices of one tag."""
+    import mindspore as ms
+
+    from convert.formats import mindspore_ckpt
+
+    w = np.arange(6, dtype=np.float32)
+    path = str(tmp_path / "w.ckpt")
+    ms.save_checkpoint([{"name": "w", "data": ms.Tensor(w.reshape(2, 3))}], path, crc_check=True)
+    crafted = {"crc": open(path, "rb").read(),
+               "scalar": _ckpt(("step", [0], "Int32", np.int32(7).tobytes())),
+               "slices": _ckpt(("w", [2, 3], "Float32", w[:4].tobytes()),
+                               ("w", [2, 3], "Float32", w[4:].tobytes()))}
+    for name, blob in crafted.items():
+        src = tmp_path / f"{name}.ckpt"
+        src.write_bytes(blob)
+        theirs = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(src)).items()}
+        ours = mindspore_ckpt.read(str(src))
+        assert list(ours) == list(theirs), name
+        for k in ours:
+            assert ours[k].shape == theirs[k].shape and ours[k].tobytes() == theirs[k].tobytes()
+
+
 # --- destinations ------------------------------------------------------------------------
 
 def _convert(dst, *extra, **kw):
