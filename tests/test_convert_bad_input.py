@@ -84,7 +84,8 @@ def test_torch_file_with_code_is_refused(tmp_path):
 
     src = tmp_path / "evil.pt"
     torch.save({"Logits.conv.weight": Payload()}, src)
-    fails("convert", str(src), str(tmp_path / "o.ckpt"), words=("unreadable PyTorch file",),
+    fails("convert", str(src), str(tmp_path / "o.ckpt"),
+          words=("not a PyTorch state_dict", "refused to load global posix.system"),
           cwd=tmp_path)
     assert not (tmp_path / "PWNED").exists()
 
@@ -176,9 +177,7 @@ def _check(r, path, least_errors):
 def test_fuzzed_files_raise_only_our_error(tmp_path, reader):
     src = _small_files(tmp_path)[reader]
     bad = tmp_path / f"fuzz.{reader}"
-    # torch's own libraries take ~600 MB of address space before reading anything
-    r = limited("-c", _FUZZ, "file", reader, src, bad, 1000,
-                limit=LIMIT * (2 if reader == "pt" else 1))
+    r = limited("-c", _FUZZ, "file", reader, src, bad, 1000)  # torch files without torch
     _check(r, bad, 300)  # truncations alone break a third of the cases
 
 

