@@ -8,6 +8,7 @@ a file for `i3d inspect`, and export SGD momentum for torch. numpy only.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 from . import architecture as arch
 from . import formats, names
 from .architecture import DEEPMIND, MINDVIDEO, MINDVIDEO_SAME, NUM_CLASSES, PYTORCH_I3D, Variant
-from .errors import I3DError
+from .errors import I3DError, printable
 from .fileio import atomic_output
 from .formats.dtypes import name as dtype_name
 from .weights import from_scheme, has_bn_scale, num_classes, scheme_shape, to_canonical, to_scheme
@@ -100,14 +101,43 @@ def as_variant(value) -> Variant | None:
         raise I3DError(str(e)) from None
 
 
+def ours(metadata: dict) -> bool:
+    """Whether a file's metadata was written by this tool (other tools' are not read)."""
+    return metadata.get("format") == "i3d-parity"
+
+
+def _variant_json(text: str) -> Variant:
+    """The form the first release recorded: '{"padding": ..., "bn_eps": ..., "bn_scale": ...}',
+    read strictly (a bn_scale of "no" is not true)."""
+    def refuse(_):
+        raise ValueError("not a JSON number")
+
+    try:
+        d = json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        raise ValueError(f"'{printable(text, 60)}' is not JSON") from None
+    if not isinstance(d, dict) or set(d) != {"padding", "bn_eps", "bn_scale"}:
+        raise ValueError(f"'{printable(text, 60)}' is not an object of padding, bn_eps, "
+                         "bn_scale")
+    padding, eps, scale = d["padding"], d["bn_eps"], d["bn_scale"]
+    if type(padding) is not str or type(eps) not in (int, float) or type(scale) is not bool:
+        raise ValueError(f"'{printable(text, 60)}': padding must be a string, bn_eps a number, "
+                         "bn_scale true or false")
+    return Variant(padding, float(eps), scale)
+
+
 def recorded_variant(metadata: dict, source: str) -> tuple:
     """(the variant a file of this tool records, or None; the notice when it was assumed at
-    conversion)."""
-    if metadata.get("format") != "i3d-parity" or "variant" not in metadata:
+    conversion). Read strictly, in the current form (a name or the custom form) or the first
+    release's JSON; a variant_name must agree with it."""
+    if not ours(metadata) or "variant" not in metadata:
         return None, None
+    text, name = metadata["variant"], metadata.get("variant_name")
     try:
-        v = arch.variant(metadata["variant"])
-    except ValueError as e:
+        v = _variant_json(text) if text.lstrip().startswith("{") else arch.variant(text)
+        if name is not None and name not in (v.name, v.spec, "custom"):
+            raise ValueError(f"variant_name '{printable(name, 40)}' contradicts it ({v})")
+    except (ValueError, OverflowError) as e:  # OverflowError: a bn_eps like 1e400 as an int
         raise I3DError(f"{source}: unreadable variant in its metadata ({e})") from None
     return v, metadata.get("variant_assumed") or None
 
@@ -168,10 +198,11 @@ def _open(path: str) -> dict:
     metadata and naming scheme (recorded in the metadata, else told from the names)."""
     path = resolve(path)
     fmt, flat, meta = formats.read(path)
+    recorded_variant(meta, path)  # a bad record is refused before any work
     flat, state = split_training_state(flat)
     if fmt == "pickle":
         scheme = "jax"
-    elif "scheme" in meta:
+    elif ours(meta) and "scheme" in meta:
         scheme = meta["scheme"]
         if scheme not in names.SCHEMES:
             raise I3DError(f"{path}: metadata names an unknown scheme {scheme!r}")

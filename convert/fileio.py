@@ -42,12 +42,11 @@ def open_input(path: str):
         raise I3DError(f"{path}: no such file") from None
     except OSError as e:
         raise I3DError(f"{path}: cannot read ({e.strerror})") from None
-    f = os.fdopen(fd, "rb")
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
-        f.close()
+        os.close(fd)
         raise I3DError(f"{path}: is {_kind(mode)}, not a file to read")
-    return f
+    return os.fdopen(fd, "rb")
 
 
 def read_prefix(path: str, n: int) -> bytes:

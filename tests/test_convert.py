@@ -219,3 +219,31 @@ def test_write_refuses_unknown_scheme(weights, tmp_path):
     with pytest.raises(I3DError, match="unknown naming scheme"):
         write_weights(weights, str(tmp_path / "x.ckpt"), "mindspore", scheme="caffe")
     assert not os.listdir(tmp_path)
+
+
+def _first_release_metadata(variant_dict: dict, name: str) -> dict:
+    """What the first release (commit ed099f1, checkpoints.metadata) wrote into safetensors:
+    the variant as a JSON object string and a variant_name ('custom' for unnamed numerics)."""
+    return {"format": "i3d-parity", "scheme": "torch", "variant": json.dumps(variant_dict),
+            "variant_name": name, "num_classes": "400", "source": "i3d-kinetics-400.ckpt"}
+
+
+def test_files_of_the_first_release_are_read(weights, tmp_path):
+    from safetensors.numpy import save_file
+
+    from convert.architecture import DEEPMIND, MINDVIDEO, PYTORCH_I3D
+    from convert.checkpoints import with_bn_scale
+
+    for variant, name in ((DEEPMIND, "deepmind"), (MINDVIDEO, "mindvideo"),
+                          (PYTORCH_I3D, "custom")):  # its table named two variants only
+        w = with_bn_scale(weights) if variant.bn_scale else weights
+        path = str(tmp_path / f"{variant.name}.safetensors")
+        save_file(to_scheme(w, "torch"), path,
+                  metadata=_first_release_metadata(variant.as_dict(), name))
+        got, info = read_weights(path)
+        assert info["variant"] == variant and info["variant_source"] == "recorded", name
+        same(w, got)
+        # and converted on, the variant is recorded in today's form
+        ckpt = str(tmp_path / f"{variant.name}.ckpt")
+        ok("convert", path, ckpt)
+        assert read_weights(ckpt)[1]["variant"] == variant

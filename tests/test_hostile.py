@@ -581,6 +581,71 @@ def test_crafted_torch_files(tmp_path, case):
     _torch_refused(tmp_path, make(), *words)
 
 
+# --- recorded variants, read strictly ----------------------------------------------------
+
+def _recorded(variant: str, name=None) -> dict:
+    meta = {"format": "i3d-parity", "scheme": "torch", "variant": variant}
+    return meta if name is None else {**meta, "variant_name": name}
+
+
+_JSON = '{{"padding": {}, "bn_eps": {}, "bn_scale": {}}}'  # the first release's form
+METADATA = {  # case: (metadata, words its error must hold)
+    "bn_scale-no": (_recorded(_JSON.format('"same"', "0.001", '"no"')),
+                    ("bn_scale true or false",)),
+    "bn_scale-1": (_recorded(_JSON.format('"same"', "0.001", "1")), ("bn_scale true or false",)),
+    "bn_eps-true": (_recorded(_JSON.format('"same"', "true", "false")), ("bn_eps a number",)),
+    "bn_eps-string": (_recorded(_JSON.format('"same"', '"1e-3"', "false")), ("bn_eps a number",)),
+    "bn_eps-NaN": (_recorded(_JSON.format('"same"', "NaN", "false")), ("is not JSON",)),
+    "bn_eps-10^400": (_recorded(_JSON.format('"same"', "1" + "0" * 400, "false")),
+                      ("unreadable variant",)),
+    "bn_eps-negative": (_recorded(_JSON.format('"same"', "-1", "false")), ("eps must be in",)),
+    "padding-valid": (_recorded(_JSON.format('"valid"', "0.001", "false")), ("padding must be",)),
+    "extra-key": (_recorded('{"padding": "same", "bn_eps": 0.001, "bn_scale": false, "x": 1}'),
+                  ("not an object of padding",)),
+    "nested-3000-deep": (_recorded("{" + '"a": [' * 3000), ("is not JSON",)),
+    "custom-form-scale-yes": (_recorded("padding=same,eps=0.001,scale=yes"),
+                              ("scale must be true or false",)),
+    "name-contradicts": (_recorded(_JSON.format('"same"', "0.001", "false"), "mindvideo"),
+                         ("variant_name 'mindvideo' contradicts",)),
+    "escape-sequences": (_recorded("\x1b[2J\nmindvideo"), ("\\x1b[2J\\nmindvideo",)),
+}
+
+
+@pytest.mark.parametrize("case", list(METADATA))
+def test_recorded_variant_is_read_strictly(tmp_path, case):
+    from safetensors.numpy import save_file
+
+    meta, words = METADATA[case]
+    src = tmp_path / "w.safetensors"
+    save_file({"w": np.zeros(1, np.float32)}, str(src), metadata=meta)
+    refused(limited("convert", src, tmp_path / "out.ckpt"), src, "unreadable variant", *words)
+    only(tmp_path, "w.safetensors")
+
+
+# --- inputs that are not regular files -----------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device-node", "link-to-dev-zero"])
+def test_non_regular_input_is_named_for_what_it_is(tmp_path, kind):
+    src = tmp_path / "w.ckpt"
+    what = {"fifo": "a FIFO", "directory": "a directory"}.get(kind, "a character device")
+    if kind == "fifo":
+        os.mkfifo(src)  # no writer: opening it for reading must not wait for one
+    elif kind == "directory":
+        src.mkdir()
+    elif kind == "link-to-dev-zero":
+        src.symlink_to("/dev/zero")
+    else:
+        try:
+            os.mknod(src, stat.S_IFCHR | 0o666, os.makedev(1, 5))  # a zero device of our own
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+    for args in (("convert", src, tmp_path / "out.safetensors"), ("inspect", src)):
+        refused(limited(*args, timeout=60), src, f"is {what}, not a file to read")
+    only(tmp_path, "w.ckpt")
+    refused(limited("convert", tmp_path / "missing.ckpt", tmp_path / "out.pt"),
+            tmp_path / "missing.ckpt", "no such file")
+
+
 # --- destinations ------------------------------------------------------------------------
 
 def _convert(dst, *extra, **kw):
