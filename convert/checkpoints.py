@@ -248,9 +248,11 @@ def metadata(weights: dict, scheme: str, variant: Variant, source: str, assumed=
 
 def write_weights(weights: dict, path: str, fmt: str | None = None, scheme: str | None = None,
                   variant: Variant = DEEPMIND, source: str = "", force: bool = False,
-                  assumed: str | None = None) -> dict:
+                  assumed: str | None = None, to: str | None = None) -> dict:
     """Write canonical weights atomically, their variant recorded (with `assumed`, the notice,
     when it was assumed); returns what was written (path, format, scheme, variant, tensors).
+    `to`: write there instead, a temporary name of the caller's `fileio.atomic_outputs`, which
+    moves it onto `path` (that names the destination's format) with its other outputs.
 
     A scheme of other projects whose models always have a BN scale (pytorch_i3d, mindvideo)
     gets gamma = 1 where the weights have none, so the file loads strictly into them; the
@@ -266,8 +268,12 @@ def write_weights(weights: dict, path: str, fmt: str | None = None, scheme: str 
     if variant.bn_scale or (known and all(v.bn_scale for v in known)):
         weights, variant = with_bn_scale(weights), replace(variant, bn_scale=True)
     flat = to_scheme(weights, scheme)
-    with atomic_output(path, force) as tmp:
-        formats.write(flat, tmp, fmt, metadata(weights, scheme, variant, source, assumed))
+    meta = metadata(weights, scheme, variant, source, assumed)
+    if to is not None:
+        formats.write(flat, to, fmt, meta)
+    else:
+        with atomic_output(path, force) as tmp:
+            formats.write(flat, tmp, fmt, meta)
     return {"path": path, "format": fmt, "scheme": scheme, "variant": variant,
             "tensors": len(flat), "native": not known or variant in known}
 

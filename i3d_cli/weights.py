@@ -36,16 +36,22 @@ def dropped_summary(keys) -> str:
 
 
 def cmd_convert(args) -> int:
+    """DST (and the optimizer state) checked first, then written all or nothing."""
     from convert import checkpoints, formats
-    from convert.fileio import atomic_output
+    from convert.fileio import atomic_outputs
     from convert.formats.dtypes import name as dtype_name
 
     fmt = formats.format_for(args.dst, args.to)
-    weights, info = checkpoints.read_weights(args.src, args.variant)
-    if args.optimizer_out and not info["momentum"]:
-        raise I3DError(f"{args.src}: carries no SGD momentum buffers for --optimizer-out")
-    out = checkpoints.write_weights(weights, args.dst, fmt, args.scheme, info["variant"],
-                                    info["path"], args.force, info["variant_note"])
+    outputs = [args.dst, *([args.optimizer_out] if args.optimizer_out else [])]
+    with atomic_outputs(outputs, args.force) as temps:
+        weights, info = checkpoints.read_weights(args.src, args.variant)
+        if args.optimizer_out and not info["momentum"]:
+            raise I3DError(f"{args.src}: carries no SGD momentum buffers for --optimizer-out")
+        out = checkpoints.write_weights(weights, args.dst, fmt, args.scheme, info["variant"],
+                                        info["path"], args.force, info["variant_note"], temps[0])
+        if args.optimizer_out:
+            state = checkpoints.torch_sgd_state(info["momentum"], info["scheme"], weights)
+            formats.torch_file.write(state, temps[1])
     dtypes = sorted({dtype_name(a) for p in weights.values() for a in p.values()})
     print(f"{info['path']} ({info['format']}, {info['scheme']} names) -> {args.dst} ({fmt}, "
           f"{out['scheme']} names): {out['tensors']} tensors, dtypes kept: {', '.join(dtypes)}")
@@ -59,9 +65,6 @@ def cmd_convert(args) -> int:
         print(f"note: {out['scheme']} models are built as other variants than "
               f"{out['variant'].name}: the weights compute another function in them")
     if args.optimizer_out:
-        state = checkpoints.torch_sgd_state(info["momentum"], info["scheme"], weights)
-        with atomic_output(args.optimizer_out, args.force) as tmp:
-            formats.torch_file.write(state, tmp)
         print(f"SGD momentum buffers of {len(state['state'])} parameters -> {args.optimizer_out} "
               "(torch.optim.SGD state_dict for the torch twin)")
     return 0

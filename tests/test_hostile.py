@@ -811,6 +811,56 @@ def test_full_disk(tmp_path):
     only(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def training_ckpt(tmp_path_factory):
+    """The default weights as a MindSpore training checkpoint with SGD momentum buffers."""
+    from convert.formats import mindspore_ckpt
+
+    folder = tmp_path_factory.mktemp("training")
+    assert limited("convert", "default", folder / "w.ckpt").returncode == 0
+    flat = mindspore_ckpt.read(str(folder / "w.ckpt"))
+    moments = {f"moments.{k}": np.full_like(v, 0.5) for k, v in flat.items()
+               if not k.endswith(("moving_mean", "moving_variance"))}
+    mindspore_ckpt.write({**flat, **moments}, str(folder / "train.ckpt"))
+    return folder / "train.ckpt"
+
+
+def _optimizer_out(src, dst, opt, *extra):
+    # writing .pt imports torch, whose libraries alone take ~600 MB of address space
+    return limited("convert", src, dst, "--optimizer-out", opt, *extra, limit=2 * LIMIT)
+
+
+def test_optimizer_out_is_written_with_the_weights_or_not_at_all(training_ckpt, tmp_path,
+                                                                 read_only_folder):
+    dst, opt = tmp_path / "w.pt", tmp_path / "sgd.pt"
+    r = _optimizer_out(training_ckpt, dst, opt)
+    assert r.returncode == 0 and "SGD momentum buffers" in r.stdout, r.stderr
+    only(tmp_path, "w.pt", "sgd.pt", "ro")
+    os.remove(opt)
+    # the weights exist, the optimizer state could be written: without --force, neither is
+    before = dst.read_bytes()
+    refused(_optimizer_out(training_ckpt, dst, opt), dst, "already exists")
+    assert dst.read_bytes() == before
+    only(tmp_path, "w.pt", "ro")
+    os.remove(dst)
+    # the optimizer state cannot be written: the weights are not written either
+    ro_opt = read_only_folder / "sgd.pt"
+    refused(_optimizer_out(training_ckpt, dst, ro_opt), ro_opt, "cannot write")
+    only(tmp_path, "ro")
+    # nothing to write as optimizer state: nothing written
+    refused(_optimizer_out("default", dst, opt), "default", "no SGD momentum buffers")
+    only(tmp_path, "ro")
+
+
+def test_optimizer_out_onto_the_weights_is_refused(training_ckpt, tmp_path):
+    dst = tmp_path / "w.pt"
+    dst.write_bytes(b"precious")
+    for opt in (dst, tmp_path / "." / "w.pt"):
+        refused(_optimizer_out(training_ckpt, dst, opt, "--force"), opt, "given twice")
+    assert dst.read_bytes() == b"precious"
+    only(tmp_path, "w.pt")
+
+
 def test_argument_errors_are_one_line():
     refused(limited("predict", "clip.mp4", "--frames", "0"), "--frames", "at least 1")
     refused(limited("convert"), "required")

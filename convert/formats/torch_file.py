@@ -387,7 +387,11 @@ def _to_torch(a):
 def write(obj, path: str, metadata: dict | None = None):
     """torch.save of a state_dict ({name: np.ndarray}) or of a structure holding them;
     `metadata` becomes the state_dict's `_metadata`."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise I3DError(f"{path}: writing a PyTorch file needs torch, which is not "
+                       "installed") from None
 
     obj = _tensors(obj)
     if metadata:
