@@ -27,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ("gpu-check.json", "gpu-check.md", "gpu-check.png", "gpu-tests.log", "gpu-tests.xml")
 # The bench: DeepMind's clip at the GPU defaults of `i3d bench --device cuda`.
 BENCH = {"batch": 8, "frames": 64, "size": 224, "dtype": "bfloat16", "repeat": 10}
+DEVICE = "cuda"
 
 
 def _child(args: list, timeout: float, log=None) -> dict:
@@ -71,7 +72,7 @@ def _phase_bench(part: str, compile_only: bool):
     from .run import run
 
     if not compile_only:
-        result = run(["infer", "train", "ops"], "cuda", ("torch",), BENCH["batch"],
+        result = run(["infer", "train", "ops"], DEVICE, ("torch",), BENCH["batch"],
                      BENCH["frames"], BENCH["size"], BENCH["dtype"], BENCH["repeat"],
                      compile=False, progress=lambda m: print(f"[bench] {m}", flush=True))
     else:
@@ -80,7 +81,7 @@ def _phase_bench(part: str, compile_only: bool):
         torch.backends.cudnn.benchmark = True
         print("[bench] infer: torch.compile (channels_last_3d)", flush=True)
         result["rows"] = network.infer(
-            read_weights("default")[0], BENCH["batch"], BENCH["frames"], BENCH["size"], "cuda",
+            read_weights("default")[0], BENCH["batch"], BENCH["frames"], BENCH["size"], DEVICE,
             BENCH["dtype"], ("torch",), result["ceilings"], BENCH["repeat"], ("compile",),
             "channels_last_3d")
     with open(part, "w") as f:

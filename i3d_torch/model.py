@@ -36,12 +36,16 @@ class BatchNorm(nn.Module):
                             self.training, self.momentum, self.eps)
 
 
+def _flat(pads) -> list:
+    """((front, back) of D, H, W) -> F.pad's order (W first)."""
+    return [p for pair in reversed(pads) for p in pair]
+
+
 def _pad(x, pads, value=0.0):
     """Pad D, H, W by `pads` ((front, back) each); returns (x, padding left for the op itself)."""
     if all(a == b for a, b in pads):
         return x, tuple(a for a, _ in pads)  # symmetric: the op pads for free
-    flat = [p for pair in reversed(pads) for p in pair]
-    return F.pad(x, flat, value=value), 0
+    return F.pad(x, _flat(pads), value=value), 0
 
 
 class Unit3d(nn.Module):
@@ -84,9 +88,8 @@ def _window_max(x, pads, kernel, stride):
     the -inf padded input: a max is exact and separable over a box, so the result is bit for
     bit torch's pool's, without the indices torch's CUDA pool always writes (int64: four
     times a bf16 output). Works in the input's memory layout (NCDHW or channels_last_3d)."""
-    flat = [p for pair in reversed(pads) for p in pair]
-    if any(flat):
-        x = F.pad(x, flat, value=float("-inf"))
+    if any(_flat(pads)):
+        x = F.pad(x, _flat(pads), value=float("-inf"))
     last = _channels_last(x)
     v, first = (x.permute(0, 2, 3, 4, 1), 1) if last else (x, 2)  # contiguous either way
     for d in (2, 1, 0):
@@ -120,7 +123,7 @@ def _conv_time_unfolded(x, weight, bias, pads, stride):
     if torch.is_autocast_enabled(kind):  # cast before the copy that multiplies the input by kt/st
         x = x.to(torch.get_autocast_dtype(kind))
     last = _channels_last(x)
-    x = F.pad(x, [p for pair in reversed(pads) for p in pair])
+    x = F.pad(x, _flat(pads))
     b, c, kt = x.shape[0], x.shape[1], weight.shape[2]
     u = x.unfold(2, kt, stride[0])  # (B, C, T', H, W, kt)
     t, h, w = u.shape[2:5]
