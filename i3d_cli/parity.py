@@ -3,41 +3,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from .args import frames
+from .args import frames, positive, positive_float
 from .frameworks import twins
 from .weights import add_variant_option
 
 
 def cmd_parity(args) -> int:
+    """The report files are checked before the run and written together after it."""
     from convert.checkpoints import read_weights
+    from convert.fileio import atomic_outputs
     from convert.weights import num_classes
     from i3d_video import model_clip
     from parity_tests import report, run
 
-    twins(*(fw for fw in args.frameworks if fw != "jax"), ms_mode=args.ms_mode)
-    weights, info = read_weights(args.weights, args.variant)
-    clip = model_clip(args.video, args.frames, info["variant"])
-    x = run.batch_of(clip, args.batch)
-    reports = [run.forward(weights, x, args.frameworks, args.dtype, args.tolerance,
-                           info["variant"], args.ms_mode, args.weights == "default")]
-    print(report.text(reports[0]))
-    if args.backward:
-        # A seeded random batch: on real clips some ReLU inputs sit within float32 noise of
-        # zero, where any two float32 implementations may route a gradient differently.
-        rng = np.random.RandomState(0)
-        n = args.backward_size
-        small = rng.uniform(-1, 1, (2, 3, args.backward_frames, n, n)).astype(np.float32)
-        y = rng.randint(0, num_classes(weights), 2)
-        reports.append(run.backward(weights, small, y, args.steps, args.tolerance or 1e-4,
-                                    info["variant"], head="global"))
-        print()
-        print(report.text(reports[-1]))
-    if args.json:
-        report.write_json(reports, args.json)
-    if args.markdown:
-        report.write_markdown(reports, args.markdown)
-    if args.plot:
-        report.write_plot(reports[0], args.plot)
+    files = {w: path for w, path in ((report.write_json, args.json),
+                                     (report.write_markdown, args.markdown),
+                                     (report.write_plot, args.plot)) if path}
+    with atomic_outputs(list(files.values()), args.force) as temps:
+        twins(*(fw for fw in args.frameworks if fw != "jax"), ms_mode=args.ms_mode)
+        weights, info = read_weights(args.weights, args.variant)
+        clip = model_clip(args.video, args.frames, info["variant"])
+        x = run.batch_of(clip, args.batch)
+        reports = [run.forward(weights, x, args.frameworks, args.dtype, args.tolerance,
+                               info["variant"], args.ms_mode, args.weights == "default")]
+        print(report.text(reports[0]))
+        if args.backward:
+            # A seeded random batch: on real clips some ReLU inputs sit within float32 noise
+            # of zero, where any two float32 implementations may route a gradient differently.
+            rng = np.random.RandomState(0)
+            n = args.backward_size
+            small = rng.uniform(-1, 1, (2, 3, args.backward_frames, n, n)).astype(np.float32)
+            y = rng.randint(0, num_classes(weights), 2)
+            reports.append(run.backward(weights, small, y, args.steps, args.tolerance or 1e-4,
+                                        info["variant"], head="global"))
+            print()
+            print(report.text(reports[-1]))
+        for write, tmp in zip(files, temps):
+            write(reports, tmp)
     return 0 if all(r["ok"] for r in reports) else 1
 
 
@@ -48,18 +50,21 @@ def register(sub, sample: str):
     add_variant_option(q)
     q.add_argument("--video", default=sample)
     q.add_argument("--frames", type=frames, default=64, metavar="N|all")
-    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--batch", type=positive, default=1)
     q.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="also compare torch under this autocast dtype against float32")
-    q.add_argument("--tolerance", type=float, default=None, help="max abs (default 1e-4)")
+    q.add_argument("--tolerance", type=positive_float, default=None,
+                   help="max abs (default 1e-4)")
     q.add_argument("--frameworks", nargs="+", default=["torch", "mindspore", "jax"],
                    choices=("torch", "mindspore", "jax"))
     q.add_argument("--ms-mode", choices=("pynative", "graph"), default="pynative")
     q.add_argument("--backward", action="store_true", help="also compare training steps")
-    q.add_argument("--steps", type=int, default=5)
-    q.add_argument("--backward-frames", type=int, default=16)
-    q.add_argument("--backward-size", type=int, default=112)
+    q.add_argument("--steps", type=positive, default=5)
+    q.add_argument("--backward-frames", type=positive, default=16)
+    q.add_argument("--backward-size", type=positive, default=112)
     q.add_argument("--json", metavar="FILE")
     q.add_argument("--markdown", metavar="FILE")
     q.add_argument("--plot", metavar="FILE", help="PNG of error by end point")
+    q.add_argument("--force", action="store_true",
+                   help="overwrite existing report files (they are written all or none)")
     q.set_defaults(func=cmd_parity)

@@ -8,7 +8,7 @@ import numpy as np
 
 from convert.labels import labels, softmax, top_k
 
-from .args import frames
+from .args import frames, positive, positive_float
 from .frameworks import FRAMEWORKS, twins
 from .weights import add_variant_option
 
@@ -70,7 +70,7 @@ def register(sub, sample: str):
     add_variant_option(q)
     q.add_argument("--frames", type=frames, default=None, metavar="N|all",
                    help="use the first N frames (default: all)")
-    q.add_argument("--top", type=int, default=5)
+    q.add_argument("--top", type=positive, default=5, help="how many classes to list")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.add_argument("--ms-mode", choices=("pynative", "graph"), default="pynative")
     q.set_defaults(func=cmd_predict)
@@ -78,6 +78,6 @@ def register(sub, sample: str):
     q = sub.add_parser("demo", help="classify a sample video with both twins and compare")
     q.add_argument("video", nargs="?", default=sample)
     q.add_argument("--frames", type=frames, default=None, metavar="N|all")
-    q.add_argument("--tolerance", type=float, default=1e-4)
+    q.add_argument("--tolerance", type=positive_float, default=1e-4)
     add_variant_option(q)
     q.set_defaults(func=cmd_demo)

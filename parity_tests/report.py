@@ -1,10 +1,10 @@
-"""The parity report for people: a table on stdout, markdown, and a PNG of error by end point."""
+"""The parity report for people: a table on stdout, markdown, and a PNG of error by end point.
+The writers write the file they are given: `i3d parity` hands them the temporary names of one
+`convert.fileio.atomic_outputs`, so its outputs appear all together or not at all."""
 from __future__ import annotations
 
 import json
 import os
-
-from convert.fileio import atomic_output
 
 
 def _forward_table(c: dict, md: bool) -> list:
@@ -57,18 +57,20 @@ def text(report: dict, md: bool = False) -> str:
     return "\n".join(out)
 
 
-def write_json(reports: list, path: str, force: bool = True):
-    with atomic_output(path, force) as tmp, open(tmp, "w") as f:
+def write_json(reports: list, path: str):
+    with open(path, "w") as f:
         json.dump({"reports": reports, "ok": all(r["ok"] for r in reports)}, f, indent=1)
 
 
-def write_markdown(reports: list, path: str, force: bool = True):
-    with atomic_output(path, force) as tmp, open(tmp, "w") as f:
+def write_markdown(reports: list, path: str):
+    with open(path, "w") as f:
         f.write("\n\n".join(text(r, md=True) for r in reports) + "\n")
 
 
-def write_plot(report: dict, path: str, force: bool = True):
-    """Max abs error by end point, one line per comparison, tolerance dashed."""
+def write_plot(reports: list, path: str):
+    """Max abs error by end point of the forward report, one line per comparison, tolerance
+    dashed."""
+    report = reports[0]
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
@@ -84,6 +86,5 @@ def write_plot(report: dict, path: str, force: bool = True):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_output(path, force) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)

@@ -864,3 +864,31 @@ def test_optimizer_out_onto_the_weights_is_refused(training_ckpt, tmp_path):
 def test_argument_errors_are_one_line():
     refused(limited("predict", "clip.mp4", "--frames", "0"), "--frames", "at least 1")
     refused(limited("convert"), "required")
+    for args, words in ((("predict", "clip.mp4", "--top", "-3"), ("--top", "at least 1")),
+                        (("demo", "--tolerance", "0"), ("--tolerance", "above 0")),
+                        (("parity", "--batch", "0"), ("--batch", "at least 1")),
+                        (("parity", "--steps", "0"), ("--steps", "at least 1")),
+                        (("parity", "--backward-frames", "-1"), ("--backward-frames",)),
+                        (("parity", "--backward-size", "0"), ("--backward-size",)),
+                        (("parity", "--tolerance=-1e-4"), ("--tolerance", "above 0")),
+                        (("parity", "--tolerance", "nan"), ("--tolerance", "finite"))):
+        refused(limited(*args), *words)
+
+
+def test_parity_reports_are_written_all_or_nothing(tmp_path):
+    from tests.helpers import i3d
+
+    out = {k: tmp_path / f"parity.{k}" for k in ("json", "md", "png")}
+    args = ("parity", "--frames", "9", "--frameworks", "torch", "mindspore", "--json",
+            out["json"], "--markdown", out["md"], "--plot", out["png"])
+    out["md"].write_text("precious")
+    # an existing report is refused before anything runs, and nothing else is written
+    refused(limited(*args), out["md"], "already exists", "--force")
+    only(tmp_path, "parity.md")
+    # a run that fails after the reports were claimed writes none of them
+    out["json"].write_text("precious")
+    missing = tmp_path / "missing.mp4"
+    refused(i3d(*args, "--video", missing, "--force"), missing)
+    only(tmp_path, "parity.md", "parity.json")
+    assert out["md"].read_text() == out["json"].read_text() == "precious"
+    refused(limited(*args, "--json", out["md"], "--force"), out["md"], "given twice")
