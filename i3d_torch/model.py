@@ -95,7 +95,9 @@ def _window_max(x, pads, kernel, stride):
     for d in (2, 1, 0):
         if kernel[d] > 1 or stride[d] > 1:
             v = v.unfold(first + d, kernel[d], stride[d]).amax(-1)
-    return v.permute(0, 4, 1, 2, 3) if last else v
+    # the windowed reduction may leave a strided result: hand on the layout the input had
+    return (v.permute(0, 4, 1, 2, 3) if last else v).contiguous(
+        memory_format=torch.channels_last_3d if last else torch.contiguous_format)
 
 
 # Convs whose input has few channels (the RGB stem: 3 channels x 7 taps) run, on these devices,

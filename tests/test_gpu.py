@@ -106,7 +106,11 @@ def test_fast_paths_on_cuda_equal_torchs_ops(cuda_model, cricket_clip, fp32_exac
 def test_training_steps_on_cuda_reduce_the_loss(weights, variant, dtype, layout):
     torch.manual_seed(0)
     fmt = CL if layout == "channels_last_3d" else torch.contiguous_format
-    model = i3d_torch.build(weights, arch.VARIANTS[variant], head="global").cuda().train()
+    v = arch.VARIANTS[variant]
+    if v.bn_scale:  # DeepMind's weights with an identity gamma: the same function, affine BN
+        weights = {u: {**p, **({"gamma": np.ones_like(p["beta"])} if "beta" in p else {})}
+                   for u, p in weights.items()}
+    model = i3d_torch.build(weights, v, head="global").cuda().train()
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 10, enabled=dtype == "float16")
