@@ -1,10 +1,12 @@
-"""Files in and out without losing anything. Reads fail with one line naming the file and map
-large files instead of reading them whole. Writes happen completely or not at all: each output
-is written under a temporary name in its own folder and moved into place only when the writing
-finished, never onto something that is not a regular file, never onto an existing file without
-`force` (not even one that appeared while we wrote: new files are linked into place, which
-fails if the name was taken), with the umask's permissions; temporary files are removed on
-errors, Ctrl-C and SIGTERM (a SIGKILL can leave one: hidden, uniquely named, never read)."""
+"""Files in and out without losing anything. Reads take regular files only (a folder, FIFO or
+device is named for what it is, a FIFO without waiting for a writer), fail with one line naming
+the file, map files instead of reading them whole, and refuse sparse files (mostly holes: their
+size is not data). Writes happen completely or not at all: each output is written under a
+temporary name in its own folder and moved into place only when the writing finished, never onto
+something that is not a regular file, never onto an existing file without `force` (not even one
+that appeared while we wrote: new files are linked into place, which fails if the name was
+taken), with the umask's permissions; temporary files are removed on errors, Ctrl-C and SIGTERM
+(a SIGKILL can leave one: hidden, uniquely named, never read)."""
 from __future__ import annotations
 
 import contextlib

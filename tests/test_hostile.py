@@ -73,6 +73,16 @@ def only(folder, *names):
     assert sorted(os.listdir(folder)) == sorted(names), os.listdir(folder)
 
 
+def crafted(tmp_path, name: str, blob: bytes, dst: str, *words):
+    """`i3d convert NAME DST` of a crafted file, run in its folder: refused (`refused`), and
+    nothing left but the file: no output, no temporary file, no PWNED (nothing ran)."""
+    src = tmp_path / name
+    src.write_bytes(blob)
+    refused(limited("convert", src, tmp_path / dst, cwd=tmp_path), src, *words)
+    only(tmp_path, name)
+    return src
+
+
 # --- a pickle assembler: numpy's own recipes, spelled opcode by opcode ------------------------
 
 def _str(s: str) -> bytes:
@@ -177,11 +187,7 @@ PICKLES = {  # case: (the file, words its error must hold)
 @pytest.mark.parametrize("case", list(PICKLES))
 def test_hostile_pickles(tmp_path, case):
     make, words = PICKLES[case]
-    src = tmp_path / "w.ckpt"
-    src.write_bytes(make())
-    r = limited("convert", src, tmp_path / "out.safetensors", cwd=tmp_path)
-    refused(r, src, "not a safe pickle", *words)
-    only(tmp_path, "w.ckpt")  # no output, and no PWNED: nothing ran
+    crafted(tmp_path, "w.ckpt", make(), "out.safetensors", "not a safe pickle", *words)
 
 
 # --- safetensors -------------------------------------------------------------------------
@@ -221,11 +227,8 @@ def test_hostile_safetensors(tmp_path, case):
     from safetensors import safe_open
 
     make, words = SAFETENSORS[case]
-    src = tmp_path / "w.safetensors"
-    src.write_bytes(make())
-    r = limited("convert", src, tmp_path / "out.ckpt")
-    refused(r, src, "not a valid safetensors file", *words)
-    only(tmp_path, "w.safetensors")
+    src = crafted(tmp_path, "w.safetensors", make(), "out.ckpt", "not a valid safetensors file",
+                  *words)
     with pytest.raises(Exception):  # the reference implementation refuses it too
         with safe_open(str(src), "np") as f:
             [f.get_tensor(k) for k in f.keys()]
@@ -328,11 +331,8 @@ CKPTS = {  # case: (the file, words its error must hold)
 @pytest.mark.parametrize("case", list(CKPTS))
 def test_hostile_ckpts(tmp_path, case):
     make, words = CKPTS[case]
-    src = tmp_path / "w.ckpt"
-    src.write_bytes(make())
-    r = limited("convert", src, tmp_path / "out.safetensors")
-    refused(r, src, "not a valid MindSpore checkpoint", *words)
-    only(tmp_path, "w.ckpt")
+    crafted(tmp_path, "w.ckpt", make(), "out.safetensors", "not a valid MindSpore checkpoint",
+            *words)
 
 
 def test_sparse_ckpt_declaring_3_gb_is_refused_unread(tmp_path):
@@ -429,12 +429,9 @@ TORCH_SAVED = {  # case: (the object, words its error must hold)
 
 
 def _torch_refused(tmp_path, blob: bytes, *words):
-    src = tmp_path / "w.pt"
-    src.write_bytes(blob)
     # torch is never imported to read: the numpy-only address space suffices
-    r = limited("convert", src, tmp_path / "out.safetensors", cwd=tmp_path)
-    refused(r, src, "not a PyTorch state_dict this tool reads", *words)
-    only(tmp_path, "w.pt")
+    crafted(tmp_path, "w.pt", blob, "out.safetensors",
+            "not a PyTorch state_dict this tool reads", *words)
 
 
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
@@ -613,13 +610,11 @@ METADATA = {  # case: (metadata, words its error must hold)
 
 @pytest.mark.parametrize("case", list(METADATA))
 def test_recorded_variant_is_read_strictly(tmp_path, case):
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     meta, words = METADATA[case]
-    src = tmp_path / "w.safetensors"
-    save_file({"w": np.zeros(1, np.float32)}, str(src), metadata=meta)
-    refused(limited("convert", src, tmp_path / "out.ckpt"), src, "unreadable variant", *words)
-    only(tmp_path, "w.safetensors")
+    blob = save({"w": np.zeros(1, np.float32)}, metadata=meta)  # written by safetensors itself
+    crafted(tmp_path, "w.safetensors", blob, "out.ckpt", "unreadable variant", *words)
 
 
 # --- inputs that are not regular files -----------------------------------------------------

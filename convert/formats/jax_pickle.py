@@ -63,16 +63,11 @@ class _Parser(Machine):
         super().__init__(buf)
         self.budget = {"array": len(buf), "decoded": len(buf)}  # bytes it may materialise
 
-    def store(self, d, pairs):
-        if not isinstance(d, dict):
-            raise Bad(f"items set on a {kind(d)} at byte {self.pos}")
-        for k, v in pairs:
-            if not isinstance(k, str):
-                raise Bad(f"a dict key that is not a string ({short(k)})")
-            if not isinstance(v, (dict, _Array)):
-                raise Bad(f"'{printable(k)}' is not an array or a dict ({kind(v)})")
-            self.count(1)
-            d[k] = v
+    def check_item(self, k, v):
+        if not isinstance(k, str):
+            raise Bad(f"a dict key that is not a string ({short(k)})")
+        if not isinstance(v, (dict, _Array)):
+            raise Bad(f"'{printable(k)}' is not an array or a dict ({kind(v)})")
 
     # --- numpy's recipes, rebuilt here ----------------------------------------------------
     def reduce(self):

@@ -59,7 +59,8 @@ def short(x) -> str:
 class Machine:
     """The opcodes `pickle.dumps` writes for containers of plain values (protocols 2-5).
     Subclasses set GLOBALS {(module, name): role} and WHAT (what the stream should hold), and
-    define `store` (dict items), `reduce` and `build`; they may add opcodes to OPS."""
+    define `check_item` (what dicts may hold), `reduce` and `build`; they may add opcodes to
+    OPS."""
 
     GLOBALS: dict = {}
     WHAT = "a pickle"
@@ -149,6 +150,15 @@ class Machine:
 
     # --- dicts --------------------------------------------------------------------------
     def store(self, d, pairs):
+        if not isinstance(d, dict):
+            raise Bad(f"items set on a {kind(d)} at byte {self.pos}")
+        for k, v in pairs:
+            self.check_item(k, v)
+            self.count(1)
+            d[k] = v
+
+    def check_item(self, key, value):
+        """Raise Bad unless the reader's dicts may hold this item."""
         raise NotImplementedError
 
     def setitem(self):

@@ -117,14 +117,9 @@ class _Parser(Machine):
                     f"({', '.join(DTYPES)})")
         return super().refuse(module, name)
 
-    def store(self, d, pairs):
-        if not isinstance(d, dict):
-            raise Bad(f"items set on a {kind(d)} at byte {self.pos}")
-        for k, v in pairs:
-            if not isinstance(k, (str, int)):
-                raise Bad(f"a dict key that is not a string or an integer ({short(k)})")
-            self.count(1)
-            d[k] = v
+    def check_item(self, k, v):
+        if not isinstance(k, (str, int)):
+            raise Bad(f"a dict key that is not a string or an integer ({short(k)})")
 
     def append(self, items):
         lst = self.top()
