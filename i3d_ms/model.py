@@ -39,118 +39,176 @@ class BatchNorm(nn.Cell):
         self.moving_variance = Parameter(Tensor(np.ones(channels), f32), name="moving_variance",
                                          requires_grad=False)
         self.bn_infer = ops.BatchNorm(is_training=False, epsilon=eps)
+        self.reduce_mean = ops.ReduceMean(keep_dims=True)
 
     def construct(self, x):
         n, c, d, h, w = x.shape
-        x4 = x.reshape(n, c, d * h, w)  # the primitive is 4-D; statistics are per channel anyway
-        gamma = self.ones if self.gamma is None else self.gamma
+        x = x.astype(self.beta.dtype)  # fp16 activations (mixed precision): statistics in fp32
         if not self.training:
-            y = self.bn_infer(x4, gamma, self.beta, self.moving_mean, self.moving_variance)[0]
+            gamma = self.ones if self.gamma is None else self.gamma
+            y = self.bn_infer(x.reshape(n, c, d * h, w), gamma, self.beta, self.moving_mean,
+                              self.moving_variance)[0]  # the primitive is 4-D: per channel anyway
             return y.reshape(n, c, d, h, w)
-        mean = x.mean(axis=(0, 2, 3, 4), keep_dims=True)
+        mean = self.reduce_mean(x, (0, 2, 3, 4))
         centred = x - mean
-        var = (centred * centred).mean(axis=(0, 2, 3, 4), keep_dims=True)
-        y = centred * ops.rsqrt(var + self.eps) * gamma.reshape(1, c, 1, 1, 1) \
-            + self.beta.reshape(1, c, 1, 1, 1)
-        count = n * d * h * w
-        m = self.momentum
-        batch_mean = ops.stop_gradient(mean.reshape(c))
-        batch_var = ops.stop_gradient(var.reshape(c)) * (count / max(count - 1, 1))
-        ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * batch_mean)
-        ops.assign(self.moving_variance, m * self.moving_variance + (1 - m) * batch_var)
-        return y
+        var = self.reduce_mean(centred * centred, (0, 2, 3, 4))
+        scale = ops.rsqrt(var + self.eps)
+        if self.gamma is not None:
+            scale = scale * self.gamma.reshape(1, c, 1, 1, 1)
+        count, m = n * d * h * w, self.momentum
+        ops.assign(self.moving_mean, m * self.moving_mean
+                   + (1 - m) * ops.stop_gradient(mean.reshape(c)))
+        ops.assign(self.moving_variance, m * self.moving_variance
+                   + (1 - m) * count / max(count - 1, 1) * ops.stop_gradient(var.reshape(c)))
+        return centred * scale + self.beta.reshape(1, c, 1, 1, 1)
 
 
-def _pad(x, pads, value=None):
-    flat = ()
-    for front, back in reversed(pads):
-        flat = flat + (front, back)
-    if sum(flat) == 0:
-        return x
-    return ops.pad(x, flat, value=value)
+@ms.constexpr
+def _im2col_plan(shape: tuple, kernel: tuple, stride: tuple, pads: tuple) -> tuple:
+    """Every static number of the im2col conv for an input of `shape`: computed in Python at
+    compile time, as scalar arithmetic in the graph costs the compiler ~4 ms a node.
+
+    The padding becomes zero blocks to concatenate, not `ops.pad`: the backward of `ops.pad`
+    (MindSpore 2.10's CPU PadV3Grad) keeps shape state from one launch to the next, so in graph
+    mode, where a kernel is resized once and launched every step, it returns wrong gradients
+    from the second step on and then loops forever (see the README). Im2Col pads H and W by the
+    front padding itself; the odd extra of 'SAME' goes at the back as a block."""
+    n, c, d, h, w = shape
+    (kd, kh, kw), (sd, sh, sw) = kernel, stride
+    (fd, bd), (fh, bh), (fw, bw) = pads
+    blocks, size = [], [n, c, d, h, w]
+    for axis, front, back in ((2, fd, bd), (3, 0, bh - fh), (4, 0, bw - fw)):
+        shapes = []
+        for extra in (front, back):
+            size_ = list(size)
+            size_[axis] = extra
+            shapes.append(tuple(size_) if extra else ())
+        size[axis] += front + back
+        blocks.append(tuple(shapes))
+    d, h, w = size[2:]
+    do, ho, wo = (d - kd) // sd + 1, (h + 2 * fh - kh) // sh + 1, (w + 2 * fw - kw) // sw + 1
+    k = c * kh * kw
+    taps = tuple(((0, i, 0, 0), (n, i + sd * (do - 1) + 1, k, ho * wo), (1, sd, 1, 1))
+                 for i in range(kd))
+    return (tuple(blocks), (n * d, c, h, w), (fh, fw), (n, d, k, ho * wo), taps,
+            (n, -1, do, ho, wo))
+
+
+@ms.constexpr
+def _pointwise_plan(shape: tuple) -> tuple:
+    n, c, d, h, w = shape
+    return (n, c, d * h * w), (n, -1, d, h, w)
 
 
 class Conv3d(nn.Cell):
-    """VALID Conv3d (padding is done by the caller) with two kernels.
+    """Conv3d with explicit (front, back) padding per dimension, and two kernels.
 
-    'native' is MindSpore's Conv3D: the one to use on GPU (cuDNN). On CPU MindSpore's
-    convolutions run at about 1 GFLOP/s while its matmul reaches 200 (measured here), so
-    'matmul' computes the same sum as one im2col matmul per temporal tap. 'auto' picks by
-    device target.
+    'native' is MindSpore's Conv3D with the padding folded into it (cuDNN on GPU, oneDNN on
+    CPU): one node, and on CPU (MindSpore 2.10, 2 cores) as fast as im2col in a graph-mode
+    training step and 2-3x faster in pynative inference. It has no float64 kernel, so
+    'matmul' computes the same sum as matmuls over im2col patches: a 1x1x1 conv is one matmul;
+    a larger kernel takes the (kh, kw) taps of every frame with one Im2Col (`ops.unfold`) and
+    then one matmul per temporal tap. Few nodes, none of them Python slicing: MindSpore's graph
+    compiler spends ~40 ms on a `x[...]` slice, ~12 ms on a strided slice, 1-5 ms on most other
+    ops. 'auto' is 'native', or 'matmul' for float64.
     """
 
     def __init__(self, cin, cout, kernel, stride, has_bias, impl="auto", dtype="float32"):
         super().__init__()
         if impl == "auto":
-            impl = "matmul" if ms.get_context("device_target") == "CPU" else "native"
+            impl = "matmul" if dtype == "float64" else "native"
         if impl not in ("matmul", "native"):
             raise ValueError(f"conv impl must be 'auto', 'matmul' or 'native', got {impl!r}")
         self.kernel, self.stride, self.matmul = tuple(kernel), tuple(stride), impl == "matmul"
+        self.pointwise = self.kernel == (1, 1, 1) and self.stride == (1, 1, 1)
         fan_in = cin * int(np.prod(kernel))
         bound = 1.0 / np.sqrt(fan_in)  # torch's default init, so fresh twins start alike
         init = np.random.uniform(-bound, bound, (cout, cin, *kernel)).astype(dtype)
         self.weight = Parameter(Tensor(init), name="weight")
         self.bias = Parameter(Tensor(np.zeros(cout, dtype)), name="bias") if has_bias else None
+        kd, kh, kw = self.kernel
+        self.tap_weights = (kd, cout, cin * kh * kw)  # (temporal tap, out, (in, kh, kw))
+        self.unstack = ops.Unstack(0)
+        self.slice = ops.StridedSlice()
 
-    def construct(self, x):
-        y = self._matmul(x) if self.matmul else ops.conv3d(x, self.weight, None, self.stride)
+    def construct(self, x, pads):
+        if not self.matmul:
+            conv = ops.Conv3D(self.weight.shape[0], self.kernel, pad_mode="pad",
+                              pad=pads[0] + pads[1] + pads[2], stride=self.stride)
+            y = conv(x, self.weight)
+        elif self.pointwise:
+            flat, out = _pointwise_plan(x.shape)
+            y = ops.matmul(self.weight.reshape(self.tap_weights[1:]), x.reshape(flat)).reshape(out)
+        else:
+            y = self._im2col(x, pads)
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1, 1)
         return y
 
-    def _matmul(self, x):
-        n, c, d, h, w = x.shape
-        o = self.weight.shape[0]
-        (kd, kh, kw), (sd, sh, sw) = self.kernel, self.stride
-        do, ho, wo = (d - kd) // sd + 1, (h - kh) // sh + 1, (w - kw) // sw + 1
+    def _im2col(self, x, pads):
+        blocks, frames, unfold_pad, patches, taps, out = _im2col_plan(x.shape, self.kernel,
+                                                                     self.stride, pads)
+        for axis, (front, back) in enumerate(blocks, 2):
+            if front:
+                x = ops.cat((ops.zeros(front, x.dtype), x), axis)
+            if back:
+                x = ops.cat((x, ops.zeros(back, x.dtype)), axis)
+        x = ops.unfold(x.transpose(0, 2, 1, 3, 4).reshape(frames), self.kernel[1:], 1, unfold_pad,
+                       self.stride[1:]).reshape(patches)  # (n, d, (c, kh, kw), ho * wo)
+        weights = self.unstack(self.weight.transpose(2, 0, 1, 3, 4).reshape(self.tap_weights))
         y = None
-        for i in range(kd):
-            cols = ()
-            for j in range(kh):
-                for k in range(kw):
-                    cols = cols + (x[:, :, i:i + sd * (do - 1) + 1:sd, j:j + sh * (ho - 1) + 1:sh,
-                                     k:k + sw * (wo - 1) + 1:sw],)
-            patches = cols[0] if kh * kw == 1 else ops.stack(cols, 2)
-            part = ops.matmul(self.weight[:, :, i].reshape(o, c * kh * kw),
-                              patches.reshape(n, c * kh * kw, do * ho * wo))
+        for weight, (begin, end, step) in zip(weights, taps):
+            part = ops.matmul(weight, self.slice(x, begin, end, step))
             y = part if y is None else y + part
-        return y.reshape(n, o, do, ho, wo)
+        return y.transpose(0, 2, 1, 3).reshape(out)
+
+
+@ms.constexpr
+def _conv_padding(symmetric: bool, sizes: tuple, kernel: tuple, stride: tuple) -> tuple:
+    """`arch.conv_padding`, run in Python at graph compile time rather than compiled into the
+    graph (whose compiler is slow on generator expressions)."""
+    variant = arch.Variant(padding="symmetric" if symmetric else "same")
+    return arch.conv_padding(variant, sizes, kernel, stride)
 
 
 class Unit3d(nn.Cell):
-    def __init__(self, unit: arch.Unit, variant: arch.Variant, dtype: str = "float32"):
+    def __init__(self, unit: arch.Unit, variant: arch.Variant, dtype: str = "float32",
+                 conv: str = "auto"):
         super().__init__()
-        self.kernel, self.stride, self.variant = unit.kernel, unit.stride, variant
+        self.kernel, self.stride = unit.kernel, unit.stride
+        self.symmetric = variant.padding == "symmetric"
         self.logits = unit.logits
-        self.conv = Conv3d(unit.cin, unit.cout, unit.kernel, unit.stride, unit.logits, dtype=dtype)
+        self.conv = Conv3d(unit.cin, unit.cout, unit.kernel, unit.stride, unit.logits, conv, dtype)
         self.bn = None if unit.logits else BatchNorm(unit.cout, variant.bn_eps, variant.bn_scale,
                                                      dtype=dtype)
         self.relu = nn.ReLU()
 
     def construct(self, x):
-        x = self.conv(_pad(x, arch.conv_padding(self.variant, x.shape[2:], self.kernel, self.stride)))
+        x = self.conv(x, _conv_padding(self.symmetric, x.shape[2:], self.kernel, self.stride))
         if self.logits:
             return x
         return self.relu(self.bn(x))
 
 
 class MaxPool3d(nn.Cell):
-    """'SAME' max-pool, padded with -inf."""
+    """TF 'SAME' max-pool: MaxPool3D's own 'SAME' mode pads as `arch.pool_padding` does (the odd
+    extra at the end) and never picks a padded cell, as padding with -inf would not; no pad op,
+    so no PadV3Grad in the backward (see `_im2col_plan`)."""
 
     def __init__(self, kernel, stride):
         super().__init__()
-        self.kernel, self.stride = kernel, stride
+        self.pool = ops.MaxPool3D(kernel, stride, pad_mode="SAME")
 
     def construct(self, x):
-        x = _pad(x, arch.pool_padding(x.shape[2:], self.kernel, self.stride), float("-inf"))
-        return ops.max_pool3d(x, self.kernel, self.stride)
+        return self.pool(x)
 
 
 class Mixed(nn.Cell):
-    def __init__(self, block: arch.Mixed, variant: arch.Variant, dtype: str = "float32"):
+    def __init__(self, block: arch.Mixed, variant: arch.Variant, dtype: str = "float32",
+                 conv: str = "auto"):
         super().__init__()
         for unit in block.units:
-            setattr(self, unit.path.rsplit(".", 1)[1], Unit3d(unit, variant, dtype))
+            setattr(self, unit.path.rsplit(".", 1)[1], Unit3d(unit, variant, dtype, conv))
         self.pool = MaxPool3d(*arch.BRANCH3_POOL)
 
     def construct(self, x):
@@ -161,11 +219,12 @@ class Mixed(nn.Cell):
 class Head(nn.Cell):
     """Returns (Features, PerTimeLogits, Logits), as the torch twin's end points."""
 
-    def __init__(self, head: arch.Head, variant, kind: str, keep_prob: float, dtype: str):
+    def __init__(self, head: arch.Head, variant, kind: str, keep_prob: float, dtype: str,
+                 conv: str = "auto"):
         super().__init__()
         self.pool, self.kind = head.pool, kind
         self.dropout = nn.Dropout(p=1.0 - keep_prob) if keep_prob < 1.0 else nn.Identity()
-        self.unit = Unit3d(head.unit, variant, dtype)
+        self.unit = Unit3d(head.unit, variant, dtype, conv)
 
     def construct(self, x):
         if self.kind == "global":
@@ -183,11 +242,12 @@ class InceptionI3d(nn.Cell):
     construct(x) returns the final end point (the (B, classes) logits by default);
     end_points(x) returns every end point on the way, as the torch twin's does.
     dtype='float64' builds it in double precision, for the parity suite's exact comparisons.
+    conv picks the convolution kernel ('auto', 'native', 'matmul': see `Conv3d`).
     """
 
     def __init__(self, num_classes: int = 400, variant: arch.Variant = arch.DEEPMIND,
                  final_endpoint: str = "Logits", head: str = "deepmind",
-                 dropout_keep_prob: float = 1.0, dtype: str = "float32"):
+                 dropout_keep_prob: float = 1.0, dtype: str = "float32", conv: str = "auto"):
         super().__init__()
         if head not in ("deepmind", "global"):
             raise ValueError(f"head must be 'deepmind' or 'global', got {head!r}")
@@ -197,13 +257,13 @@ class InceptionI3d(nn.Cell):
         steps, names, self.head = [], [], None
         for layer in arch.layers(num_classes)[: stop + 1]:
             if isinstance(layer, arch.Unit):
-                cell = Unit3d(layer, variant, dtype)
+                cell = Unit3d(layer, variant, dtype, conv)
             elif isinstance(layer, arch.Mixed):
-                cell = Mixed(layer, variant, dtype)
+                cell = Mixed(layer, variant, dtype, conv)
             elif isinstance(layer, arch.Pool):
                 cell = MaxPool3d(layer.kernel, layer.stride)
             else:
-                self.head = Head(layer, variant, head, dropout_keep_prob, dtype)
+                self.head = Head(layer, variant, head, dropout_keep_prob, dtype, conv)
                 break
             steps.append(cell)
             names.append(layer.name)
