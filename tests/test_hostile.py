@@ -323,8 +323,8 @@ CKPTS = {  # case: (the file, words its error must hold)
                                        ("i3d_parity", [0], "str", b"\xff" * 4)), ("utf-32",)),
     "crc-mismatch": (lambda: _ckpt(("w", [1], "Float32", bytes(4))) + b"crc_num" + bytes(10),
                      ("CRC-32",)),
-    "65537-entries": (lambda: b"".join(_ckpt((f"t{i}", [1], "UInt8", b"x"))
-                                       for i in range(65537)), ("more than 65536 entries",)),
+    "65537-entries": (lambda: b"".join(_raw_entry(f"t{i}".encode(), b"\x08\x01" + _field(
+        2, b"UInt8") + _field(3, b"x")) for i in range(65537)), ("more than 65536 entries",)),
 }
 
 
@@ -825,6 +825,7 @@ def _optimizer_out(src, dst, opt, *extra):
     return limited("convert", src, dst, "--optimizer-out", opt, *extra, limit=2 * LIMIT)
 
 
+@pytest.mark.slow
 def test_optimizer_out_is_written_with_the_weights_or_not_at_all(training_ckpt, tmp_path,
                                                                  read_only_folder):
     dst, opt = tmp_path / "w.pt", tmp_path / "sgd.pt"
@@ -870,6 +871,7 @@ def test_argument_errors_are_one_line():
         refused(limited(*args), *words)
 
 
+@pytest.mark.slow
 def test_parity_reports_are_written_all_or_nothing(tmp_path):
     from tests.helpers import i3d
 
