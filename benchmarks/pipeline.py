@@ -1,34 +1,80 @@
-"""The suites around the network: video decoding with the evaluation transforms, and checkpoint
+"""The suites around the network: the training and evaluation input pipelines, and checkpoint
 conversion. Each returns a list of result rows: {suite, name, ..., median_s, and a rate}."""
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 from .timing import measure
 
 
-def data(video, frames, workers, repeat, clips=8) -> list:
-    """Decode + DeepMind transforms of `clips` clips, by number of worker processes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+# The training and evaluation clips of the Kinetics configs (config/i3d_rgb.yaml).
+CLIP = {"frames": 64, "stride": 1, "resize": 256, "crop": 224, "scales": [1.0, 0.875, 0.75],
+        "flip": True, "clips": 10}
+KINETICS_SHAPED = {"frames": 300, "height": 256, "width": 340, "fps": 30}  # 10 s, 30 fps
 
-    from i3d_video import deepmind_clip
 
-    spawn = multiprocessing.get_context("spawn")  # fork after JAX or MindSpore threads can hang
+def data(video=None, frames=64, workers=(0, 1, 2), repeat=3, clips=8) -> list:
+    """The input pipelines of `i3d train` / `i3d eval` (`i3d_ms.data`) on `video`, or on a
+    Kinetics-shaped clip made for the run (`i3d make-dataset --frames 300 --height 256
+    --width 340 --fps 30`: real H.264): CPU-seconds per clip (all threads of the process) and
+    clips/s, serially in this process (0 workers) and through the training dataset's threads."""
+    import i3d_ms  # noqa: F401  (MindSpore before decord)
+    from i3d_ms.data import EvalSource, TrainSource, Video, train_dataset
 
-    rows = []
-    for n in workers:
-        if n == 0:
-            fn = lambda: [deepmind_clip(video, frames) for _ in range(clips)]  # noqa: E731
-            t = measure(fn, 1, repeat)
-        else:
-            with ProcessPoolExecutor(n, mp_context=spawn) as pool:
-                fn = lambda: list(pool.map(deepmind_clip, [video] * clips, [frames] * clips))  # noqa: E731
-                t = measure(fn, 1, repeat)
-        rows.append({"suite": "data", "name": f"decode+transform, {n} workers", **t,
-                     "clips_per_s": clips / t["median_s"], "frames": frames})
+    rows, spec = [], {**CLIP, "frames": frames}
+    with tempfile.TemporaryDirectory() as tmp:
+        if video is None:
+            video = _kinetics_shaped(tmp)
+        videos = [Video(video, 0)] * clips
+        serial = {"train clip": TrainSource(videos, spec, 1, clips, seed=1),
+                  "eval centre clip": EvalSource(videos, spec, "centre", uint8=True),
+                  "eval 10x3 views": EvalSource(videos[:1], spec, "multi", uint8=True)}
+        for name, source in serial.items():
+            n = len(source) * source.k if isinstance(source, EvalSource) else len(source)
+            t = _measure(lambda: [source[k] for k in range(len(source))], repeat)
+            rows.append(_row(f"{name}, serial", t, n, frames))
+        for w in (w for w in workers if w > 0):
+            def run():
+                source = TrainSource(videos, spec, 1, clips, seed=1)
+                for _ in train_dataset(source, w).create_tuple_iterator(output_numpy=True,
+                                                                         num_epochs=1):
+                    pass
+
+            rows.append(_row(f"train clip, {w} worker threads", _measure(run, repeat), clips,
+                             frames))
+    for r in rows:
+        r["video"] = os.path.basename(video)
     return rows
+
+
+def _kinetics_shaped(folder: str) -> str:
+    from i3d_ms.data import read_kinetics
+    from i3d_ms.make_dataset import make_dataset
+
+    root = os.path.join(folder, "kinetics_shaped")
+    make_dataset(root, classes=2, videos_per_class=1, val_per_class=0, **KINETICS_SHAPED)
+    return read_kinetics(root, "train")[0].path
+
+
+def _measure(fn, repeat: int) -> dict:
+    """measure(), and the process's CPU seconds (every thread) per call, median."""
+    cpu = []
+
+    def timed():
+        start = time.process_time()
+        fn()
+        cpu.append(time.process_time() - start)
+
+    t = measure(timed, 1, repeat)
+    return {**t, "cpu_s": sorted(cpu[1:])[len(cpu[1:]) // 2]}
+
+
+def _row(name: str, t: dict, clips: int, frames: int) -> dict:
+    cpu = t.pop("cpu_s")
+    return {"suite": "data", "name": name, **t, "clips_per_s": clips / t["median_s"],
+            "cpu_s_per_clip": cpu / clips, "frames": frames}
 
 
 def convert(repeat) -> list:

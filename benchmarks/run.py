@@ -30,7 +30,6 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
     if "mindspore" in frameworks:
         import i3d_ms  # noqa: F401  (before any video is decoded: see i3d_ms/__init__.py)
     from convert.checkpoints import read_weights
-    from i3d_video import SAMPLE
 
     from . import network, pipeline
     from .timing import environment
@@ -71,8 +70,8 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
         progress(f"ops: the torch twin's stem and max-pools, {layout}")
         result["rows"] += network.ops(weights, batch, frames, size, device, dtype, repeat, layout)
     if "data" in suites:
-        progress("data: decode + transforms")
-        result["rows"] += pipeline.data(video or SAMPLE, frames, workers, repeat)
+        progress("data: the training and evaluation input pipelines, CPU-s per clip")
+        result["rows"] += pipeline.data(video, frames, workers, repeat)
     if "convert" in suites:
         progress("convert: the 50 MB checkpoint, per direction")
         result["rows"] += pipeline.convert(repeat)
@@ -131,9 +130,15 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {r['name']} | {r['dtype']} | {r['layout']} | {r['clip']} | "
                              f"{r['batch']} | {1e3 * r['median_s']:.2f} | "
                              f"{1e3 * r['min_s']:.2f}-{1e3 * r['max_s']:.2f} |")
+        elif suite == "data":
+            lines.append(f"Video: {rows[0]['video']}; {rows[0]['frames']}-frame clips.\n")
+            lines.append("| run | CPU s per clip | clips/s | median s | min-max s |")
+            lines.append("|---|---|---|---|---|")
+            for r in rows:
+                lines.append(f"| {r['name']} | {r['cpu_s_per_clip']:.3f} | {r['clips_per_s']:.1f} "
+                             f"| {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} |")
         else:
-            unit = "clips/s" if suite == "data" else "MB/s"
-            key = "clips_per_s" if suite == "data" else "mb_per_s"
+            unit, key = "MB/s", "mb_per_s"
             lines.append(f"| run | median s | min-max s | {unit} |")
             lines.append("|---|---|---|---|")
             for r in rows:

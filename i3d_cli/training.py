@@ -54,7 +54,7 @@ def cmd_make_dataset(args) -> int:
     from i3d_ms.make_dataset import make_dataset
 
     out = make_dataset(args.out, args.classes, args.videos_per_class, args.val_per_class,
-                       args.frames, args.height, args.width, args.seed)
+                       args.frames, args.height, args.width, args.seed, args.fps)
     print(f"{args.out}: {out['train']} train and {out['val']} val videos of "
           f"{len(out['classes'])} classes ({', '.join(out['classes'])})")
     return 0
@@ -98,8 +98,9 @@ def register(subparsers):
     q = subparsers.add_parser("eval", help="top-1/top-5/mean class accuracy of a checkpoint")
     _config_args(q)
     q.add_argument("--checkpoint", required=True, help="a training checkpoint, 'default', or any weight file")
-    q.add_argument("--protocol", choices=("centre", "multi"),
-                   help="one centre clip, or data.clips uniform clips x 3 crops (default: config)")
+    q.add_argument("--protocol", choices=("centre", "multi", "whole"),
+                   help="one centre clip of data.frames, data.clips uniform clips x 3 crops, or "
+                        "DeepMind's whole video (up to eval.max_frames); default: the config's")
     q.add_argument("--data", help="Kinetics root or val list file (overrides the config)")
     q.add_argument("--device", choices=("CPU", "GPU"))
     add_variant_option(q, "model.variant: the network's and the checkpoint's variant")
@@ -115,6 +116,8 @@ def register(subparsers):
     q.add_argument("--frames", type=int, default=16)
     q.add_argument("--height", type=int, default=48)
     q.add_argument("--width", type=int, default=64)
+    q.add_argument("--fps", type=int, default=25,
+                   help="frame rate (Kinetics-shaped: --frames 300 --height 256 --width 340 --fps 30)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_make_dataset)
 

@@ -58,14 +58,18 @@ def write_mp4(video: np.ndarray, path: str, fps: int = 25):
 
 
 def make_dataset(root: str, classes: int = 4, videos_per_class: int = 48, val_per_class: int = 8,
-                 frames: int = 16, height: int = 48, width: int = 64, seed: int = 0) -> dict:
-    """Writes ROOT/kinetics-400_{train,val}.csv and ROOT/{train,val}/*.mp4; returns counts."""
+                 frames: int = 16, height: int = 48, width: int = 64, seed: int = 0,
+                 fps: int = 25) -> dict:
+    """Writes ROOT/kinetics-400_{train,val}.csv and ROOT/{train,val}/*.mp4; returns counts.
+    Kinetics-shaped: frames=300, height=256, width=340, fps=30 (10 s)."""
     if not 2 <= classes <= len(DIRECTIONS):
         raise I3DError(f"--classes must be between 2 and {len(DIRECTIONS)}, got {classes}")
     if videos_per_class < 1 or val_per_class < 0:
         raise I3DError("--videos-per-class must be at least 1 and --val-per-class at least 0")
     if height % 2 or width % 2:
         raise I3DError("H.264 (yuv420p) needs an even height and width")
+    if frames < 1 or height < 2 or width < 2 or not 1 <= fps <= 240:
+        raise I3DError("--frames must be at least 1, --height and --width at least 2, --fps 1 to 240")
     if os.path.exists(root) and os.listdir(root):
         raise I3DError(f"{root}: exists and is not empty")
     rng = np.random.default_rng(seed)
@@ -80,7 +84,7 @@ def make_dataset(root: str, classes: int = 4, videos_per_class: int = 48, val_pe
                 rows.append({"label": name, "youtube_id": vid, "time_start": 0,
                              "time_end": frames, "split": split})
                 video = render(DIRECTIONS[name], rng, frames, height, width)
-                write_mp4(video, os.path.join(root, split, f"{vid}_{0:06d}_{frames:06d}.mp4"))
+                write_mp4(video, os.path.join(root, split, f"{vid}_{0:06d}_{frames:06d}.mp4"), fps)
         with open(os.path.join(root, f"kinetics-400_{split}.csv"), "w", newline="") as f:
             w = csv.DictWriter(f, FIELDS)
             w.writeheader()

@@ -15,13 +15,18 @@ RESIZE, CROP = 256, 224
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "v_CricketShot_g04_c01_rgb.gif")
 
 
+def resized_size(h: int, w: int, size: int = RESIZE) -> tuple:
+    """(height, width) with the shorter side `size`, rounded to the nearest integer."""
+    scale = size / min(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
 def resize_shorter(video: np.ndarray, size: int = RESIZE) -> np.ndarray:
     """Resize every frame so its shorter side is `size`, as PIL's BILINEAR resize does it."""
     from PIL import Image
 
     h, w = video.shape[1:3]
-    scale = size / min(h, w)
-    new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+    new_h, new_w = resized_size(h, w, size)
     if (new_h, new_w) == (h, w):
         return video
     return np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR))

@@ -8,8 +8,9 @@ import i3d_ms  # noqa: F401  (MindSpore before decord)
 from convert.errors import I3DError
 from i3d_ms.data import TrainSource, Video, check_videos, class_names, read_kinetics, read_list
 from i3d_ms.make_dataset import DIRECTIONS, make_dataset, render
-from i3d_video.clips import (eval_clips, random_crop, three_crops, train_clip, train_indices,
-                             uniform_indices)
+from i3d_video.clips import (EvalCrops, TrainCrop, eval_indices, three_crops, train_clip,
+                             train_indices, uniform_indices)
+from i3d_video.decode import open_video
 from tests.helpers import call as i3d
 
 DATA = {"frames": 4, "stride": 2, "resize": 36, "crop": 32, "scales": [1.0, 0.875], "flip": True,
@@ -71,22 +72,81 @@ def test_clip_sampling():
     assert train_indices(5, 8, 1, rng).tolist() in [[(s + i) % 5 for i in range(8)] for s in range(5)]
     assert [c.tolist() for c in uniform_indices(20, 4, 2, 3)] == [[0, 2, 4, 6], [6, 8, 10, 12],
                                                                  [13, 15, 17, 19]]
-    assert uniform_indices(20, 4, 2, 1)[0].tolist() == [6, 8, 10, 12]  # the centre clip
+    assert eval_indices(20, "centre", 4, 2, 3, 300)[0].tolist() == [6, 8, 10, 12]
+    assert len(eval_indices(20, "multi", 4, 2, 3, 300)) == 3
+    assert eval_indices(250, "whole", 4, 2, 3, 300)[0].tolist() == list(range(250))
+    assert eval_indices(250, "whole", 4, 2, 3, 64)[0].tolist() == list(range(64))
+    assert eval_indices(4, "whole", 4, 2, 3, 300)[0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0]
 
 
-def test_transforms_shapes_ranges_and_crops():
+@pytest.mark.parametrize("fast", [False, True])
+def test_decoding_by_index_equals_the_whole_video(real_mp4, fast):
+    """Only the frames asked for are decoded (decord by index, or PyAV skipping what no frame
+    refers to), and they are the very frames of a full decode: real footage, random clips,
+    looping ones, out of order."""
+    from i3d_video import SAMPLE, read_video
+
     rng = np.random.default_rng(0)
+    for path in (real_mp4, SAMPLE):
+        full = read_video(path)
+        with open_video(path, fast) as video:
+            assert len(video) == len(full)
+            assert (video._pts is not None) == (fast and path == real_mp4)  # GIFs: Pillow
+            for _ in range(4):
+                idx = (int(rng.integers(len(full))) + np.arange(40) * int(rng.integers(1, 3))) % len(full)
+                assert np.array_equal(video.frames(idx), full[idx])
+            idx = rng.permutation(len(full))[:7]
+            assert np.array_equal(video.frames(idx), full[idx])
+        with pytest.raises(I3DError, match="asked of a video"):
+            open_video(path, fast).frames([len(full)])
+
+
+def test_training_pixels_are_one_resampling_of_the_resized_crop(real_mp4):
+    """The box resample equals the two-step recipe (resize the frame, crop, resize the crop)
+    up to rounding and the second resampling; a scale-1 crop of frames already at the resize
+    is a plain crop; the flip is drawn and left to the device."""
+    from PIL import Image
+
+    from i3d_video.protocol import resize_shorter
+
+    with open_video(real_mp4) as video:
+        frames = video.frames(range(8))  # 272 x 640
+    for seed in range(6):
+        pixels = TrainCrop(136, 96, [0.75], True, np.random.default_rng(seed))
+        out = pixels(list(frames))
+        assert out.shape == (8, 96, 96, 3) and out.dtype == np.uint8
+        small = resize_shorter(frames, 136)  # 136 x 320
+        sx = 640 / 320
+        left, top = round(pixels.box[0] / sx), round(pixels.box[1] / sx)
+        side = round(96 * 0.75)
+        two_step = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(
+            f[top:top + side, left:left + side])).resize((96, 96), Image.BILINEAR)) for f in small])
+        assert np.abs(out.astype(int) - two_step).mean() < 4
+    plain = TrainCrop(272, 96, [1.0], True, np.random.default_rng(1))
+    out = plain(list(frames))
+    top, left = plain.box
+    assert np.array_equal(out, frames[:, top:top + 96, left:left + 96])
+    mirrors = [TrainCrop(272, 96, [1.0], True, np.random.default_rng(s)) for s in range(20)]
+    for m in mirrors:
+        m(frames[:1])
+    assert {m.mirror for m in mirrors} == {True, False}
+    never = [TrainCrop(272, 96, [1.0], False, np.random.default_rng(s)) for s in range(20)]
+    for m in never:
+        m(frames[:1])
+    assert not any(m.mirror for m in never)
+
+
+def test_clips_and_crops(small):
+    rng = np.random.default_rng(0)
+    with open_video(read_kinetics(str(small), "train")[0].path, fast=True) as video:
+        clip, mirror = train_clip(video, 4, 2, 36, 32, [1.0, 0.875], True, rng)
+        assert clip.shape == (4, 32, 32, 3) and clip.dtype == np.uint8 and mirror in (True, False)
+        eval_clip = video.frames([0, 2, 4], EvalCrops(36, 32, 3))
+        assert eval_clip.shape == (3, 3, 32, 32, 3)
     video = rng.integers(0, 256, (10, 48, 64, 3), dtype=np.uint8)
-    clip = train_clip(video, 4, 2, 36, 32, [1.0, 0.875], True, rng)
-    assert clip.shape == (3, 4, 32, 32) and clip.dtype == np.float32
-    assert -1.0 <= clip.min() and clip.max() <= 1.0
-    assert random_crop(video, 24, [0.5], rng).shape == (10, 24, 24, 3)
     left, centre, right = three_crops(video, 48)
     assert np.array_equal(left, video[:, :, :48]) and np.array_equal(right, video[:, :, 16:])
     assert np.array_equal(centre, video[:, :, 8:56])
-    clips = eval_clips(video, 4, 2, 36, 32, "multi", 2)
-    assert len(clips) == 6 and all(c.shape == (3, 4, 32, 32) for c in clips)
-    assert len(eval_clips(video, 4, 2, 36, 32, "centre")) == 1
 
 
 def test_sharding_is_disjoint_and_order_is_a_function_of_the_step(small):
@@ -98,9 +158,12 @@ def test_sharding_is_disjoint_and_order_is_a_function_of_the_step(small):
     full = TrainSource(videos, DATA, 2, 6, seed=3)
     resumed = TrainSource(videos, DATA, 2, 6, start=4, seed=3)
     for k in range(len(resumed)):
-        x, y = full[k + 8]
-        x2, y2 = resumed[k]
-        assert y == y2 and np.array_equal(x, x2)
+        x, y, flip = full[k + 8]
+        x2, y2, flip2 = resumed[k]
+        assert y == y2 and flip == flip2 and np.array_equal(x, x2)
+    # each rank crops with its own draws: same video and position, other pixels
+    a, b = (TrainSource(videos[:1] * 4, DATA, 2, 2, rank=r, world=2, seed=3) for r in range(2))
+    assert not all(np.array_equal(a[k][0], b[k][0]) for k in range(4))
 
 
 def test_bad_videos_are_skipped_counted_and_checked(small, tmp_path, capsys):

@@ -2,35 +2,52 @@
 
 The training order is a pure function of (seed, step): every epoch is a seeded permutation,
 sharded by rank, so a run resumed at step s reads exactly what the uninterrupted run read, and
-no two ranks read the same video in an epoch. Missing and undecodable videos never stop a run:
-a bad one is replaced by the next good video of the shard (deterministically), counted, and
-logged once. Workers are threads (decord and numpy release the GIL), so the counts are shared.
+no two ranks read the same video in an epoch; augmentation draws from (seed, rank, epoch,
+position), so ranks do not crop alike. Missing and undecodable videos never stop a run: a bad
+one is replaced by the next good video of the shard (deterministically), counted, and logged
+once. Workers are threads (decord, Pillow and numpy release the GIL), so the counts are shared.
+
+Clips travel as uint8, (T, H, W, 3) per clip: only the frames a clip needs are decoded, each is
+resized as it arrives (`i3d_video.clips`), and the device scales to [-1, 1]
+(`i3d_ms.network.to_input`).
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import numpy as np
 
 from convert.errors import I3DError
-from i3d_video import read_video
-
-from i3d_video.clips import eval_clips, train_clip
+from i3d_video.clips import PROTOCOLS, eval_clip, eval_indices, train_clip
+from i3d_video.decode import open_video
+from i3d_video.protocol import scale
 
 log = logging.getLogger("i3d.data")
+PREFETCH = 2  # batches queued per pipeline stage: a bound on the memory decoded clips hold
+
+
+def workers(setting, local_ranks: int = 1) -> int:
+    """`data.workers`: a number, or 'auto' = the cores this process may use, shared among the
+    ranks on this machine."""
+    if setting != "auto":
+        return max(1, int(setting))
+    return max(1, len(os.sched_getaffinity(0)) // max(1, local_ranks))
 
 
 class _Skips:
     def __init__(self):
         self.bad, self._lock = {}, threading.Lock()
 
-    def read(self, path):
-        """The video, or None (recorded and logged once) if it is missing or undecodable."""
+    def read(self, path, fn, fast=False):
+        """fn(the open video), or None (recorded and logged once) if it is missing or cannot be
+        decoded into a clip."""
         if path in self.bad:
             return None
         try:
-            return read_video(path)
+            with open_video(path, fast) as video:
+                return fn(video)
         except Exception as e:  # I3DError or a decoder's own: a multi-day run outlives any file
             with self._lock:
                 if path not in self.bad:
@@ -40,7 +57,8 @@ class _Skips:
 
 
 class TrainSource(_Skips):
-    """Row k = sample k of this rank from global step `start` on: (clip, label)."""
+    """Row k = sample k of this rank from global step `start` on: (clip uint8 (T, H, W, 3),
+    label, flip), flip for the device to mirror the clip."""
 
     def __init__(self, videos, data: dict, batch: int, steps: int, start: int = 0,
                  seed: int = 0, rank: int = 0, world: int = 1):
@@ -66,55 +84,78 @@ class TrainSource(_Skips):
         epoch, pos = divmod(step, self.steps_per_epoch)
         shard = self.shard(epoch)
         pos = pos * self.batch + j
+        d = self.data
         for tries in range(len(shard)):
             v = self.videos[shard[(pos + tries) % len(shard)]]
-            video = self.read(v.path)
-            if video is not None:
-                d = self.data
-                rng = np.random.default_rng((self.seed, epoch, pos, tries))
-                clip = train_clip(video, d["frames"], d["stride"], d["resize"], d["crop"],
-                                  d["scales"], d["flip"], rng)
-                return clip, np.int32(v.label)
+            rng = np.random.default_rng((self.seed, self.rank, epoch, pos, tries))
+            clip = self.read(v.path, lambda video: train_clip(
+                video, d["frames"], d["stride"], d["resize"], d["crop"], d["scales"], d["flip"], rng),
+                fast=True)
+            if clip is not None:
+                return clip[0], np.int32(v.label), np.bool_(clip[1])
         raise I3DError("no video of this shard can be read")
 
 
 class EvalSource(_Skips):
-    """Row i = every clip of video i: (clips (N, 3, T, H, W), label, valid). A bad video gives
-    valid=0 and zeros, so workers keep shapes; the evaluator drops it."""
+    """Row r = one temporal clip of one video of this rank's shard (videos rank, rank + world,
+    ...): (clips, label, video index, valid). 'centre' and 'whole' give one row per video,
+    'multi' `data.clips` rows of 3 crops each. clips is DeepMind's model input, float32
+    (k, 3, T, H, W) in [-1, 1], or with `uint8` the clip as decoded, (k, T, H, W, 3), for the
+    device to scale. A bad video gives valid=0 and zeros, so workers keep shapes; the
+    evaluator drops it."""
 
-    def __init__(self, videos, data: dict, protocol: str, rank: int = 0, world: int = 1):
+    def __init__(self, videos, data: dict, protocol: str, rank: int = 0, world: int = 1,
+                 uint8: bool = False, max_frames: int = 300):
         super().__init__()
-        self.videos, self.data, self.protocol = videos, data, protocol
-        self.index = list(range(rank, len(videos), world))
-        d = data
-        n = 1 if protocol == "centre" else 3 * d["clips"]
-        self.shape = (n, 3, d["frames"], d["crop"], d["crop"])
+        if protocol not in PROTOCOLS:
+            raise I3DError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        self.videos, self.data, self.protocol, self.uint8 = videos, data, protocol, uint8
+        self.max_frames, d = max_frames, data
+        self.k = 3 if protocol == "multi" else 1
+        per_video = d["clips"] if protocol == "multi" else 1
+        self.rows = [(i, j) for i in range(rank, len(videos), world) for j in range(per_video)]
+        clip = (d["frames"], d["crop"], d["crop"], 3) if uint8 else (3, d["frames"], d["crop"], d["crop"])
+        self.shape = (self.k, *clip)
 
     def __len__(self):
-        return len(self.index)
+        return len(self.rows)
 
-    def __getitem__(self, k):
-        i = self.index[k]
-        video, d = self.read(self.videos[i].path), self.data
-        if video is None:
-            return np.zeros(self.shape, np.float32), np.int32(self.videos[i].label), np.int32(i), np.int32(0)
-        clips = eval_clips(video, d["frames"], d["stride"], d["resize"], d["crop"], self.protocol,
-                           d["clips"])
-        return np.stack(clips), np.int32(self.videos[i].label), np.int32(i), np.int32(1)
+    def __getitem__(self, r):
+        i, j = self.rows[r]
+        v, d = self.videos[i], self.data
+
+        def clip(video):
+            idx = eval_indices(len(video), self.protocol, d["frames"], d["stride"], d["clips"],
+                               self.max_frames)[j]
+            return eval_clip(video, idx, d["resize"], d["crop"], self.k)
+
+        clips = self.read(v.path, clip)
+        if clips is None:
+            return (np.zeros(self.shape, np.uint8 if self.uint8 else np.float32),
+                    np.int32(v.label), np.int32(i), np.int32(0))
+        if not self.uint8:
+            clips = np.ascontiguousarray(scale(clips).transpose(0, 4, 1, 2, 3))
+        return clips, np.int32(v.label), np.int32(i), np.int32(1)
+
+    def rows_per_batch(self, batch_clips: int) -> int:
+        """Rows per batch for `batch_clips` clips; one for 'whole' (every video its length)."""
+        return 1 if self.protocol == "whole" else max(1, batch_clips // self.k)
+
+
+def _pipeline(source, columns, workers: int):
+    import mindspore.dataset as ds
+
+    ds.config.set_prefetch_size(PREFETCH)
+    return ds.GeneratorDataset(source, columns, shuffle=False, num_parallel_workers=workers,
+                               python_multiprocessing=False)
 
 
 def train_dataset(source: TrainSource, workers: int):
-    import mindspore.dataset as ds
-
-    data = ds.GeneratorDataset(source, ["clip", "label"], shuffle=False,
-                               num_parallel_workers=workers, python_multiprocessing=False)
-    return data.batch(source.batch, drop_remainder=True)
+    return _pipeline(source, ["clip", "label", "flip"], workers).batch(source.batch,
+                                                                       drop_remainder=True)
 
 
 def eval_dataset(source: EvalSource, workers: int, batch_clips: int = 32):
-    """Rows of whole videos, as many per batch as fit in `batch_clips` clips."""
-    import mindspore.dataset as ds
-
-    data = ds.GeneratorDataset(source, ["clips", "label", "index", "valid"], shuffle=False,
-                               num_parallel_workers=workers, python_multiprocessing=False)
-    return data.batch(max(1, batch_clips // source.shape[0]))
+    """Batches of `source.rows_per_batch(batch_clips)` rows (the last may be short)."""
+    return _pipeline(source, ["clips", "label", "index", "valid"], workers).batch(
+        source.rows_per_batch(batch_clips))
