@@ -41,7 +41,8 @@ def latest(folder: str) -> dict:
 
 def load_pretrained(net, source: str, keep_head: bool) -> dict:
     """Kinetics (or any readable) weights into `net`; the classifier is left fresh unless
-    `keep_head` (same classes). Everything else must fit exactly, the variant too: the net's
+    `keep_head`, and then it must be in the file with the same classes (never a random head).
+    Everything else must fit exactly, the variant too: the net's
     (model.variant) is declared for a file that records none, and one that records another
     is refused."""
     weights, info = read_weights(source, net.variant)
@@ -49,11 +50,18 @@ def load_pretrained(net, source: str, keep_head: bool) -> dict:
     own = {p.name: p for p in net.get_parameters()}
     take = {k: p for k, p in params.items()
             if k in own and (keep_head or not k.startswith(HEAD_PREFIXES))}
-    missing = [k for k in own if k not in take and not k.startswith(HEAD_PREFIXES)]
+    missing = [k for k in own if k not in take and (keep_head or not k.startswith(HEAD_PREFIXES))]
+    for k in missing:
+        if k.startswith(HEAD_PREFIXES):  # e.g. eval --checkpoint default with a 4-class config
+            raise I3DError(f"{source}: has no classifier for the configured {net.num_classes}-class "
+                           f"head ({k}): use a checkpoint trained with this config")
     if missing:
         raise I3DError(f"{source}: lacks {len(missing)} parameters of the network ({missing[0]}, ...)")
     for k, p in take.items():
         if tuple(p.shape) != tuple(own[k].shape):
+            if k.startswith(HEAD_PREFIXES):
+                raise I3DError(f"{source}: its classifier has {p.shape[0]} classes, the configured "
+                               f"head {own[k].shape[0]}: use a checkpoint trained with this config")
             raise I3DError(f"{source}: {k} has shape {tuple(p.shape)}, the network {tuple(own[k].shape)}")
     for k, p in take.items():  # set directly: load_param_into_net warns about the fresh head
         own[k].set_data(ms.Tensor(p.asnumpy()))

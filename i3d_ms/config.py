@@ -13,17 +13,18 @@ from convert.errors import I3DError
 DEFAULTS = {
     "data": {"root": None, "train": None, "val": None, "frames": 64, "stride": 1, "resize": 256,
              "crop": 224, "scales": [1.0, 0.875, 0.75], "flip": True, "clips": 10,
-             "workers": 4},
+             "workers": "auto"},
     "model": {"weights": "default", "num_classes": None, "final_endpoint": "Logits",
               "head": "deepmind", "dropout_keep_prob": 0.5, "variant": "deepmind",
-              "freeze_bn": False},
+              "freeze_bn": False, "conv": "auto"},
     "train": {"device": "CPU", "mode": "graph", "precision": "fp32", "loss_scale": "none",
               "loss_scale_init": 65536.0, "loss_scale_window": 1000, "steps": 1000,
-              "batch_size": 8, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+              "batch_size": 8, "lr": 0.01, "lr_batch": None, "momentum": 0.9,
+              "weight_decay": 1e-4,
               "warmup_steps": 100, "final_lr": 0.0, "clip_norm": 1.0, "seed": 0,
               "checkpoint_every": 500, "keep_checkpoints": 3, "eval_every": 0, "log_every": 1,
               "out": "runs/i3d"},
-    "eval": {"protocol": "centre", "batch_clips": 30},
+    "eval": {"protocol": "centre", "batch_clips": 30, "max_frames": 300},
 }
 
 

@@ -1,5 +1,12 @@
 """Evaluation of the MindSpore twin on a split: every clip through the network, then the
-metrics of `i3d_ms.metrics` and a CSV of per-video predictions."""
+metrics of `i3d_ms.metrics` and a CSV of per-video predictions.
+
+Sharded: with many ranks (msrun) each takes every world-th video and the clip logits are
+gathered, so every rank works and every rank ends with the whole split's metrics. Memory is
+bounded by `eval.batch_clips` clips of uint8 in flight, whatever the protocol; in graph mode
+every batch has the compiled shape (the last one is padded), so the network compiles once
+('whole' compiles once per video length).
+"""
 from __future__ import annotations
 
 import csv
@@ -12,45 +19,85 @@ from convert.errors import I3DError
 from convert.labels import labels
 
 from .checkpoint import load_for_eval
-from .data import EvalSource, eval_dataset, num_classes, split_videos
+from .data import EvalSource, eval_dataset, num_classes, split_videos, workers
 from .metrics import metrics, video_scores
 from .model import set_mode
+from .network import to_input
+from .trainer import distributed
 
 
-def predict_videos(net, cfg: dict, protocol: str, split: str = "val"):
-    """Runs `net` over every clip of the split: (clip logits, clip labels, video ids, videos,
-    skipped {path: reason})."""
+def _infer(net):
+    """net(uint8 clips) -> logits, compiled once per net in graph mode."""
+    if "_infer" not in net.__dict__:
+        def infer(x):
+            return net(to_input(x))
+
+        graph = ms.get_context("mode") == ms.GRAPH_MODE
+        net.__dict__["_infer"] = ms.jit(infer) if graph else infer
+    return net.__dict__["_infer"]
+
+
+def predict_videos(net, cfg: dict, protocol: str, split: str = "val", rank: int = 0,
+                   world: int = 1):
+    """Runs `net` over every clip of this rank's share of the split and gathers all ranks':
+    (clip logits, clip labels, video ids, videos, skipped {path: reason})."""
     videos, _ = split_videos(cfg["data"], split)
-    if protocol not in ("centre", "multi"):
-        raise I3DError(f"protocol must be centre or multi, got {protocol!r}")
-    source = EvalSource(videos, cfg["data"], protocol)
+    d, e = cfg["data"], cfg["eval"]
+    source = EvalSource(videos, d, protocol, rank, world, uint8=True, max_frames=e["max_frames"])
+    rows = source.rows_per_batch(int(e["batch_clips"]))
+    infer, pad = _infer(net), ms.get_context("mode") == ms.GRAPH_MODE
     net.set_train(False)
     logits, labels_, ids = [], [], []
-    rows = eval_dataset(source, cfg["data"]["workers"], int(cfg["eval"]["batch_clips"]))
-    for clips, label, index, valid in rows.create_tuple_iterator(output_numpy=True, num_epochs=1):
-        keep = valid.astype(bool)  # (videos,): bad videos came as zeros
+    batches = eval_dataset(source, workers(d["workers"], world), int(e["batch_clips"]))
+    for clips, label, index, valid in batches.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        b, keep = len(valid), valid.astype(bool)  # bad videos came as zeros
         if not keep.any():
             continue
-        clips, n = clips[keep], clips.shape[1]
-        batch = clips.reshape(-1, *clips.shape[2:])
-        logits.append(net(ms.Tensor(batch)).asnumpy().astype(np.float32))
-        labels_.append(np.repeat(label[keep], n))
-        ids.append(np.repeat(index[keep], n))
-    if not logits:
+        if pad and b < rows:
+            clips = np.concatenate([clips, np.zeros((rows - b, *clips.shape[1:]), clips.dtype)])
+        out = infer(ms.Tensor(clips.reshape(-1, *clips.shape[2:]))).asnumpy().astype(np.float32)
+        logits.append(out.reshape(len(clips), source.k, -1)[:b][keep].reshape(-1, out.shape[-1]))
+        labels_.append(np.repeat(label[keep], source.k))
+        ids.append(np.repeat(index[keep], source.k))
+    classes = net.num_classes
+    local = (np.concatenate(logits) if logits else np.zeros((0, classes), np.float32),
+             np.concatenate(labels_) if labels_ else np.zeros(0, np.int32),
+             np.concatenate(ids) if ids else np.zeros(0, np.int32))
+    logits, labels_, ids = _gather(local, world) if world > 1 else local
+    if not len(ids):
         raise I3DError("no video of the evaluation set could be read")
-    return (np.concatenate(logits), np.concatenate(labels_), np.concatenate(ids), videos,
-            dict(source.bad))
+    bad = dict(source.bad)
+    seen = set(ids.tolist())
+    for i in range(len(videos)):  # other ranks' bad videos: known by their absence
+        if i % world != rank and i not in seen:
+            bad[videos[i].path] = f"could not be read (rank {i % world})"
+    return logits, labels_, ids, videos, bad
+
+
+def _gather(arrays: tuple, world: int) -> tuple:
+    """Each rank's rows (any number) of each array, concatenated in rank order on every rank."""
+    from mindspore import ops
+
+    gather = ops.AllGather()
+    counts = gather(ms.Tensor(np.array([len(arrays[0])], np.int32))).asnumpy()
+    most, out = max(int(counts.max()), 1), []
+    for a in arrays:
+        padded = np.zeros((most, *a.shape[1:]), a.dtype)
+        padded[:len(a)] = a
+        every = gather(ms.Tensor(padded)).asnumpy().reshape(world, most, *a.shape[1:])
+        out.append(np.concatenate([every[r, :counts[r]] for r in range(world)]))
+    return tuple(out)
 
 
 def evaluate_net(net, cfg: dict, classes: int, protocol: str = "centre", csv_path=None,
-                 names=None) -> dict:
-    logits, labels_, ids, videos, bad = predict_videos(net, cfg, protocol)
+                 names=None, rank: int = 0, world: int = 1) -> dict:
+    logits, labels_, ids, videos, bad = predict_videos(net, cfg, protocol, rank=rank, world=world)
     if logits.shape[1] != classes:
         raise I3DError(f"the network has {logits.shape[1]} classes, expected {classes}")
     known = labels_ >= 0
     out = metrics(logits[known], labels_[known], ids[known]) if known.any() else {}
     out["skipped"] = bad
-    if csv_path:
+    if csv_path and rank == 0:
         write_csv(csv_path, logits, ids, videos, names)
     return out
 
@@ -70,11 +117,14 @@ def write_csv(path: str, logits, ids, videos, names=None):
 
 
 def evaluate(cfg: dict, checkpoint: str, protocol: str | None = None, csv_path=None) -> dict:
+    """`i3d eval`: on one device, or sharded over msrun's workers (rank 0 writes the CSV)."""
     t = cfg["train"]
     set_mode(t["mode"], t["device"])
+    rank, world = distributed()
     videos, names = split_videos(cfg["data"], "val")
     classes = num_classes(cfg["model"]["num_classes"], videos, names)
     if names is None and classes == NUM_CLASSES:  # a list file scored by a Kinetics head
         names = labels()
     net = load_for_eval(cfg["model"], checkpoint, classes)
-    return evaluate_net(net, cfg, classes, protocol or cfg["eval"]["protocol"], csv_path, names)
+    return evaluate_net(net, cfg, classes, protocol or cfg["eval"]["protocol"], csv_path, names,
+                        rank, world)

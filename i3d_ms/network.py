@@ -2,7 +2,8 @@
 with a pooled linear probe (for small, fast runs)."""
 from __future__ import annotations
 
-from mindspore import nn
+import mindspore as ms
+from mindspore import nn, ops
 
 from convert import architecture as arch
 
@@ -13,8 +14,9 @@ from .model import InceptionI3d
 class ProbedI3d(InceptionI3d):
     """I3D up to `final_endpoint`, then a global average pool, a BatchNorm and a Dense head."""
 
-    def __init__(self, num_classes: int, variant: arch.Variant, final_endpoint: str):
-        super().__init__(num_classes, variant, final_endpoint)
+    def __init__(self, num_classes: int, variant: arch.Variant, final_endpoint: str,
+                 conv: str = "auto"):
+        super().__init__(num_classes, variant, final_endpoint, conv=conv)
         width = arch.channels(final_endpoint)
         # pooled features share a large mean: standardise them so that SGD on the head is well
         # conditioned (momentum 0.9: the running statistics settle in short runs)
@@ -32,5 +34,16 @@ def build_net(m: dict, num_classes: int):
     """I3D with a `num_classes` head, as the config's `model` section describes it."""
     if m["final_endpoint"] == "Logits":
         return InceptionI3d(num_classes, variant(m), head=m["head"],
-                            dropout_keep_prob=m["dropout_keep_prob"])
-    return ProbedI3d(num_classes, variant(m), m["final_endpoint"])
+                            dropout_keep_prob=m["dropout_keep_prob"], conv=m["conv"])
+    return ProbedI3d(num_classes, variant(m), m["final_endpoint"], m["conv"])
+
+
+def to_input(clips, flip=None):
+    """uint8 clips (B, T, H, W, 3), as the datasets deliver them -> the network's input
+    (B, 3, T, H, W) in [-1, 1]: x / 127.5 - 1 as DeepMind scales (numpy's result bit for bit),
+    the clips where `flip` (B,) is true mirrored; on the device, so the host moves a quarter of
+    the bytes and does not copy them backwards."""
+    x = clips.astype(ms.float32).transpose(0, 4, 1, 2, 3) / 127.5 - 1.0
+    if flip is None:
+        return x
+    return ops.select(flip.reshape(-1, 1, 1, 1, 1), ops.flip(x, (4,)), x)

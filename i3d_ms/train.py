@@ -1,8 +1,11 @@
 """The training loop: MindSpore, one device or many (msrun), resumable to the step.
 
 The data order is a function of (seed, step) (see `i3d_ms.data.dataset`) and a checkpoint holds
-everything the step needs (`i3d_ms.trainer`), so `--resume` continues the uninterrupted run.
-Only rank 0 writes checkpoints, logs and plots.
+everything the step needs (`i3d_ms.trainer`), so `--resume` continues the uninterrupted run
+(dropout masks aside: MindSpore's generator state is not saved). Every rank starts from the
+same weights (numpy's generator, seeded alike) but draws its own dropout masks and crops
+(`rank_seed`). Every rank evaluates its share of the validation videos; only rank 0 writes
+checkpoints, logs and plots.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from convert.architecture import NUM_CLASSES
 from convert.errors import I3DError
 
 from . import checkpoint
-from .data import TrainSource, num_classes, split_videos, train_dataset
+from .data import TrainSource, num_classes, split_videos, train_dataset, workers
 from .evaluate import evaluate_net
 from .model import set_mode
 from .network import build_net
@@ -39,8 +42,8 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
     rank, world = distributed()
     videos, names = split_videos(d, "train")
     classes = num_classes(m["num_classes"], videos, names)
-    ms.set_seed(t["seed"])
-    np.random.seed(t["seed"])  # the twins initialise from numpy's generator: same on all ranks
+    ms.set_seed(rank_seed(t["seed"], rank))  # dropout: nn.Dropout takes its seed when built
+    np.random.seed(t["seed"])  # initial weights come from numpy's generator: alike on all ranks
     net = build_net(m, classes)
     source = pretrained or m["weights"]
     if source and source != "scratch":
@@ -55,37 +58,40 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
             yaml.safe_dump(cfg, f)
     log_path = os.path.join(out, "train.jsonl")
     data = TrainSource(videos, d, t["batch_size"], t["steps"], start, t["seed"], rank, world)
-    batches = train_dataset(data, d["workers"]).create_tuple_iterator(output_numpy=True, num_epochs=1)
+    batches = train_dataset(data, workers(d["workers"], world)).create_tuple_iterator(
+        output_numpy=True, num_epochs=1)
     progress, log, skipped, loss = Progress(t["steps"], start), None, 0, float("nan")
     if rank == 0:
         log = open(log_path, "a")
     t0 = time.perf_counter()
     try:
-        for step, (x, y) in enumerate(batches, start):
+        for step, (x, y, flip) in enumerate(batches, start):
             lr = float(trainer.schedule[step])
-            loss, logits, finite = trainer.step(x, y)
-            if rank != 0:
-                continue
-            progress.update(step, loss, lr)
-            row = {"step": step, "loss": loss, "lr": lr, "acc": float((logits.argmax(1) == y).mean()),
-                   "finite": finite, "time": round(time.perf_counter() - t0, 3)}
-            if trainer.scaler is not None:
-                row["loss_scale"] = float(trainer.scaler.scale_value.asnumpy())
-            if len(data.bad) > skipped:
-                skipped = len(data.bad)
-                row["skipped_videos"] = skipped
-            log.write(json.dumps(row) + "\n")
-            log.flush()
+            loss, logits, finite = trainer.step(x, y, flip)
             last = step + 1 == t["steps"]
-            if (t["checkpoint_every"] and (step + 1) % t["checkpoint_every"] == 0) or last:
-                checkpoint.save(trainer.state(step + 1), folder, step + 1, t["keep_checkpoints"])
-            if (t["eval_every"] and (step + 1) % t["eval_every"] == 0) or (last and _has_val(d)):
-                metrics = evaluate_net(net, cfg, classes, protocol=cfg["eval"]["protocol"])
-                log.write(json.dumps({"step": step + 1, "val_top1": metrics["video_top1"],
-                                      "val_top5": metrics["video_top5"],
-                                      "val_mean_class": metrics["video_mean_class"]}) + "\n")
+            if rank == 0:
+                progress.update(step, loss, lr)
+                row = {"step": step, "loss": loss, "lr": lr,
+                       "acc": float((logits.argmax(1) == y).mean()), "finite": finite,
+                       "time": round(time.perf_counter() - t0, 3)}
+                if trainer.scaler is not None:
+                    row["loss_scale"] = float(trainer.scaler.scale_value.asnumpy())
+                if len(data.bad) > skipped:
+                    skipped = len(data.bad)
+                    row["skipped_videos"] = skipped
+                log.write(json.dumps(row) + "\n")
                 log.flush()
-                plot(log_path, os.path.join(out, "train.png"))
+                if (t["checkpoint_every"] and (step + 1) % t["checkpoint_every"] == 0) or last:
+                    checkpoint.save(trainer.state(step + 1), folder, step + 1, t["keep_checkpoints"])
+            if (t["eval_every"] and (step + 1) % t["eval_every"] == 0) or (last and _has_val(d)):
+                metrics = evaluate_net(net, cfg, classes, cfg["eval"]["protocol"], rank=rank,
+                                       world=world)  # every rank its share, gathered
+                if rank == 0:
+                    log.write(json.dumps({"step": step + 1, "val_top1": metrics["video_top1"],
+                                          "val_top5": metrics["video_top5"],
+                                          "val_mean_class": metrics["video_mean_class"]}) + "\n")
+                    log.flush()
+                    plot(log_path, os.path.join(out, "train.png"))
     finally:
         if log is not None:
             sys.stderr.write("\n")
@@ -98,6 +104,11 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return summary, trainer
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed of its own for each rank of a run."""
+    return int(np.random.SeedSequence((seed, rank)).generate_state(1)[0])
 
 
 def _has_val(d):

@@ -2,7 +2,11 @@
 
 - The learning rate is a pure function of the step (linear warmup, then cosine), handed to the
   optimizer whole and indexed by its step counter, which a resume restores and a skipped
-  (overflowing) step advances: it never depends on the loss scale.
+  (overflowing) step advances: it never depends on the loss scale. Its peak scales linearly
+  with the global batch (`scaled_lr`): train.lr is the rate for a global batch of
+  train.lr_batch clips (Goyal et al.'s rule, with the warmup it needs).
+- Clips arrive as uint8 (B, T, H, W, 3); the step scales them to the network's [-1, 1] input on
+  the device (`network.to_input`).
 - Loss scaling is done right: the loss is multiplied by the scale, the gradients are divided by
   it (after the all-reduce), non-finite steps are skipped and the scale backs off.
 - `state()` holds weights, BN statistics, momentum buffers, the step and the loss scale, so a
@@ -20,6 +24,16 @@ from mindspore import amp, nn, ops
 from convert.errors import I3DError
 
 from .model import BatchNorm
+from .network import to_input
+
+
+def scaled_lr(t: dict, world: int = 1) -> dict:
+    """`t` with lr and final_lr scaled to the global batch: lr x batch_size x world / lr_batch
+    (unchanged when lr_batch is unset)."""
+    if not t.get("lr_batch"):
+        return t
+    k = t["batch_size"] * world / t["lr_batch"]
+    return {**t, "lr": t["lr"] * k, "final_lr": t["final_lr"] * k}
 
 
 def learning_rate(step: int, t: dict) -> float:
@@ -36,6 +50,7 @@ class Trainer:
     checkpoints."""
 
     def __init__(self, net, t: dict, world: int = 1, freeze_bn: bool = False):
+        t = scaled_lr(t, world)
         self.net, self.t = net, t
         # Frozen BN: the trunk normalises with its running statistics while training too, as
         # fine-tuning with small per-device batches wants (train and eval then see one network).
@@ -65,16 +80,16 @@ class Trainer:
         loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         scaler, clip = self.scaler, float(t["clip_norm"])
 
-        def forward(x, y):
-            logits = model(x)
+        def forward(x, y, flip):
+            logits = model(to_input(x, flip))
             loss = loss_fn(logits.astype(ms.float32), y)
             return (loss if scaler is None else scaler.scale(loss)), loss, logits
 
         grad_fn = ms.value_and_grad(forward, None, self.opt.parameters, has_aux=True)
         reducer, opt = self.reducer, self.opt
 
-        def step(x, y):
-            (_, loss, logits), grads = grad_fn(x, y)
+        def step(x, y, flip):
+            (_, loss, logits), grads = grad_fn(x, y, flip)
             if reducer is not None:
                 grads = reducer(grads)
             finite = ops.ones((), ms.bool_)
@@ -92,12 +107,14 @@ class Trainer:
 
         self.step_fn = ms.jit(step) if t["mode"] == "graph" else step
 
-    def step(self, x, y):
-        """One optimizer step at the lr of `schedule[global_step]`: (loss, logits, finite)."""
+    def step(self, x, y, flip=None):
+        """One optimizer step on uint8 clips x (B, T, H, W, 3), those where `flip` mirrored, at
+        the lr of `schedule[global_step]`: (loss, logits, finite)."""
         self.net.set_train(True)
         for cell in self.frozen:
             cell.set_train(False)
-        loss, logits, finite = self.step_fn(ms.Tensor(x), ms.Tensor(y))
+        flip = np.zeros(len(x), np.bool_) if flip is None else flip
+        loss, logits, finite = self.step_fn(ms.Tensor(x), ms.Tensor(y), ms.Tensor(flip))
         return float(loss.asnumpy()), logits.asnumpy(), bool(finite.asnumpy())
 
     def state(self, step: int) -> dict:

@@ -162,7 +162,7 @@ def test_loss_scaling_unscales_gradients_and_skips_overflow():
     from i3d_ms.trainer import learning_rate
 
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (4, 3, 8, 16, 16)).astype(np.float32)
+    x = rng.integers(0, 256, (4, 8, 16, 16, 3), dtype=np.uint8)
     y = np.arange(4, dtype=np.int32)
     plain = _trainer([])
     init = _params(plain)
@@ -219,7 +219,7 @@ def test_gpu_config_step_in_graph_mode_on_cpu():
         np.random.seed(0)
         trainer = Trainer(build_net(cfg["model"], 4), t)
         rng = np.random.default_rng(0)
-        x = rng.uniform(-1, 1, (4, 3, 8, 16, 16)).astype(np.float32)
+        x = rng.integers(0, 256, (4, 8, 16, 16, 3), dtype=np.uint8)
         losses = [trainer.step(x, np.arange(4, dtype=np.int32))[0] for _ in range(3)]
     finally:
         i3d_ms.set_mode("pynative", "CPU")
