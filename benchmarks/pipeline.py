@@ -9,7 +9,7 @@ import time
 from .timing import measure
 
 
-# The training and evaluation clips of the Kinetics configs (config/i3d_rgb.yaml).
+# The training and evaluation clips of the Kinetics configs (config/kinetics400_finetune_1gpu.yaml).
 CLIP = {"frames": 64, "stride": 1, "resize": 256, "crop": 224, "scales": [1.0, 0.875, 0.75],
         "flip": True, "clips": 10}
 KINETICS_SHAPED = {"frames": 300, "height": 256, "width": 340, "fps": 30}  # 10 s, 30 fps

@@ -10,6 +10,7 @@ every batch has the compiled shape (the last one is padded), so the network comp
 from __future__ import annotations
 
 import csv
+import json
 
 import mindspore as ms
 import numpy as np
@@ -63,19 +64,24 @@ def predict_videos(net, cfg: dict, protocol: str, split: str = "val", rank: int 
     local = (np.concatenate(logits) if logits else np.zeros((0, classes), np.float32),
              np.concatenate(labels_) if labels_ else np.zeros(0, np.int32),
              np.concatenate(ids) if ids else np.zeros(0, np.int32))
-    logits, labels_, ids = _gather(local, world) if world > 1 else local
+    bad = dict(source.bad)
+    if world > 1:
+        logits, labels_, ids = _gather(local, world)
+        bad = {}  # every rank's skipped videos, their reasons travelling as JSON bytes (int32:
+        # what the CPU AllGather takes)
+        text = np.frombuffer(json.dumps(source.bad).encode(), np.uint8).astype(np.int32)
+        for part in _gather((text,), world, split=True)[0]:
+            bad.update(json.loads(part.astype(np.uint8).tobytes().decode()))
+    else:
+        logits, labels_, ids = local
     if not len(ids):
         raise I3DError("no video of the evaluation set could be read")
-    bad = dict(source.bad)
-    seen = set(ids.tolist())
-    for i in range(len(videos)):  # other ranks' bad videos: known by their absence
-        if i % world != rank and i not in seen:
-            bad[videos[i].path] = f"could not be read (rank {i % world})"
     return logits, labels_, ids, videos, bad
 
 
-def _gather(arrays: tuple, world: int) -> tuple:
-    """Each rank's rows (any number) of each array, concatenated in rank order on every rank."""
+def _gather(arrays: tuple, world: int, split: bool = False) -> tuple:
+    """Each rank's rows (any number) of each array, concatenated in rank order on every rank
+    (with `split`, a list of the ranks' arrays)."""
     from mindspore import ops
 
     gather = ops.AllGather()
@@ -85,7 +91,8 @@ def _gather(arrays: tuple, world: int) -> tuple:
         padded = np.zeros((most, *a.shape[1:]), a.dtype)
         padded[:len(a)] = a
         every = gather(ms.Tensor(padded)).asnumpy().reshape(world, most, *a.shape[1:])
-        out.append(np.concatenate([every[r, :counts[r]] for r in range(world)]))
+        parts = [every[r, :counts[r]] for r in range(world)]
+        out.append(parts if split else np.concatenate(parts))
     return tuple(out)
 
 

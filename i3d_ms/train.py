@@ -89,7 +89,8 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
                 if rank == 0:
                     log.write(json.dumps({"step": step + 1, "val_top1": metrics["video_top1"],
                                           "val_top5": metrics["video_top5"],
-                                          "val_mean_class": metrics["video_mean_class"]}) + "\n")
+                                          "val_mean_class": metrics["video_mean_class"],
+                                          "val_videos": metrics["videos"]}) + "\n")
                     log.flush()
                     plot(log_path, os.path.join(out, "train.png"))
     finally:

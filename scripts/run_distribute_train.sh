@@ -1,6 +1,6 @@
 #!/bin/bash
 # Usage: scripts/run_distribute_train.sh DEVICE_NUM VISIBLE_DEVICES CONFIG [PRETRAINED_CKPT]
-# e.g.   scripts/run_distribute_train.sh 8 0,1,2,3,4,5,6,7 config/gpu_8.yaml
+# e.g.   scripts/run_distribute_train.sh 8 0,1,2,3,4,5,6,7 config/kinetics400_finetune_8gpu.yaml
 # Data-parallel over DEVICE_NUM workers started by msrun (NCCL on GPU); logs in
 # $LOG_DIR (default: msrun_log). Extra settings: EXTRA="train.steps=100 data.workers=4".
 set -euo pipefail

@@ -35,6 +35,7 @@ def test_video_level_averages_clip_softmax():
     assert m["video_top5"] == 1.0                    # two classes: top-k caps at 2
 
 
+@pytest.mark.slow
 def test_default_weights_on_cricket_clip(tmp_path):
     """The whole eval path (list file, dataset, network, CSV) on DeepMind's sample clip."""
     from convert.labels import labels
@@ -56,3 +57,43 @@ def test_default_weights_on_cricket_clip(tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 1 and rows[0]["prediction"] == "playing cricket"
     assert rows[0]["label"] == "playing cricket" and float(rows[0]["probability"]) > 0.5
+
+
+def test_device_scaling_of_uint8_clips_is_deepminds_bit_for_bit(real_mp4):
+    """The evaluator ships uint8 clips and scales them on the device: the very tensor of the
+    float32 pipeline (the DeepMind protocol `i3d predict` feeds), in both modes."""
+    import mindspore
+
+    import i3d_ms
+    from i3d_ms.data import EvalSource, Video
+    from i3d_ms.network import to_input
+
+    data = {"frames": 16, "stride": 1, "resize": 256, "crop": 224, "clips": 2}
+    for protocol in ("centre", "multi"):
+        floats = EvalSource([Video(real_mp4, 0)], data, protocol)
+        raw = EvalSource([Video(real_mp4, 0)], data, protocol, uint8=True)
+        for mode in ("pynative", "graph"):
+            i3d_ms.set_mode(mode)
+            scale = mindspore.jit(to_input) if mode == "graph" else to_input
+            for r in range(len(raw)):
+                clips = raw[r][0]
+                assert clips.dtype == np.uint8 and clips.shape[-1] == 3
+                assert np.array_equal(scale(mindspore.Tensor(clips)).asnumpy(), floats[r][0])
+    i3d_ms.set_mode("pynative")
+
+
+@pytest.mark.parametrize("endpoint,words", [("Logits", ["400 classes", "head 4"]),
+                                            ("Conv3d_2c_3x3", ["no classifier", "4-class"])])
+def test_eval_refuses_weights_without_this_configs_classifier(tmp_path, capsys, endpoint, words):
+    """`eval --checkpoint default` with a 4-class config: DeepMind's 400-class head does not
+    fit a 4-class one, and a probe head is not in the file at all; never a random head."""
+    from i3d_video import SAMPLE
+    from tests.helpers import call
+
+    (tmp_path / "val.txt").write_text(f"{SAMPLE} 0\n{SAMPLE} 3\n")
+    code = call("eval", "--config", "config/cpu_smoke.yaml", f"data.val={tmp_path / 'val.txt'}",
+                "data.root=null", f"model.final_endpoint={endpoint}", "model.head=global",
+                "train.mode=pynative", "--checkpoint", "default")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert all(w in err for w in ["default", *words]), err

@@ -49,6 +49,7 @@ def bad_list(motion, tmp_path_factory):
     return folder / "train.txt"
 
 
+@pytest.mark.slow
 def test_learns_motion_to_90_percent(motion, tmp_path, capsys):
     out = tmp_path / "run"
     start = time.perf_counter()
@@ -78,6 +79,7 @@ def _cfg(bad_list, out, steps=8):
             "train.batch_size=4", "train.checkpoint_every=4", "train.warmup_steps=2"]
 
 
+@pytest.mark.slow
 def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_list, tmp_path):
     from i3d_ms.config import load_config
     from i3d_ms.train import train
@@ -108,35 +110,86 @@ def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_l
         assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
 
 
-def test_two_msrun_workers_hold_identical_weights(bad_list, tmp_path):
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_msrun_workers_fp16_skip_alike_and_evaluate_a_shard_each(bad_list, tmp_path):
+    """Data parallel over msrun's workers (CPU collectives): fp16 with dynamic loss scaling,
+    overflowing steps skipped by both ranks after the all-reduce; identical weights after;
+    evaluation sharded (each rank its videos, a missing one among them) and gathered, so every
+    rank ends with the metrics of the whole split."""
     from convert.checkpoints import load_default
 
     launcher = tmp_path / "launch.py"
     launcher.write_text(
-        "import os, sys\nimport numpy as np\n"
+        "import json, os, sys\nimport numpy as np\n"
         f"sys.path.insert(0, {REPO!r})\n"
-        "from i3d_ms.config import load_config\nfrom i3d_ms.train import train\n"
-        f"summary, trainer = train(load_config({SMOKE!r}, sys.argv[1:]))\n"
-        f"np.savez(os.path.join({str(tmp_path)!r}, f\"rank{{summary['rank']}}of{{summary['world']}}.npz\"),\n"
+        "from i3d_ms.config import load_config\nfrom i3d_ms.evaluate import evaluate_net\n"
+        "from i3d_ms.train import train\n"
+        f"cfg = load_config({SMOKE!r}, sys.argv[1:])\n"
+        "summary, trainer = train(cfg)\n"
+        "rank, world = summary['rank'], summary['world']\n"
+        "m = evaluate_net(trainer.net, cfg, 4, 'centre', rank=rank, world=world)\n"
+        f"out = os.path.join({str(tmp_path)!r}, f'rank{{rank}}of{{world}}')\n"
+        "json.dump({k: v for k, v in m.items()}, open(out + '.json', 'w'))\n"
+        "np.savez(out + '.npz', scale=trainer.scaler.scale_value.asnumpy(),\n"
         "         **{p.name: p.asnumpy() for p in trainer.net.trainable_params()})\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    videos = [line.split()[0] for line in bad_list.read_text().splitlines()]
+    val = tmp_path / "val.txt"
+    val.write_text("".join(f"{path} {i % 4}\n" for i, path in enumerate(videos[:5] + videos[8:9])))
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     msrun = os.path.join(os.path.dirname(sys.executable), "msrun")
-    done = subprocess.run([msrun, "--worker_num=2", "--local_worker_num=2", f"--master_port={port}",
+    done = subprocess.run([msrun, "--worker_num=2", "--local_worker_num=2", f"--master_port={_port()}",
                            f"--log_dir={tmp_path / 'logs'}", "--join=True", launcher,
-                           *_cfg(bad_list, tmp_path / "run", steps=3)],
+                           *_cfg(bad_list, tmp_path / "run", steps=4), f"data.val={val}",
+                           "train.precision=fp16", "train.loss_scale=dynamic",
+                           "train.loss_scale_init=262144"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     a, b = np.load(tmp_path / "rank0of2.npz"), np.load(tmp_path / "rank1of2.npz")
-    assert len(a.files) == 8 and sorted(a.files) == sorted(b.files)
+    assert len(a.files) == 9 and sorted(a.files) == sorted(b.files)
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     before = load_default()["Conv3d_1a_7x7"]
     first = next(k for k in a.files if k.startswith("Conv3d_1a_7x7.conv"))
     assert np.abs(a[first] - before["w"]).max() > 0  # they trained
-    assert [r["step"] for r in rows(tmp_path / "run" / "train.jsonl")] == [0, 1, 2]  # one writer
+    log = rows(tmp_path / "run" / "train.jsonl")
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == [0, 1, 2, 3]  # one writer
+    assert not steps[0]["finite"] and steps[0]["loss_scale"] == 131072  # fp16 overflow: skipped
+    assert steps[-1]["finite"] and float(a["scale"]) <= 131072
+    m0, m1 = (json.load(open(tmp_path / f"rank{r}of2.json")) for r in (0, 1))
+    assert m0 == m1 and m0["videos"] == 5 == m0["clips"]  # 6 videos over 2 ranks, 1 missing
+    assert {os.path.basename(p): why for p, why in m0["skipped"].items()} == {"missing.mp4": "no such file"}
+    val_rows = [r for r in log if "val_top1" in r]  # the loop's own evaluation, gathered too
+    assert val_rows[-1]["val_videos"] == 5 and val_rows[-1]["val_top1"] == m0["video_top1"]
+
+
+@pytest.mark.slow
+def test_readme_msrun_line_works_as_written(bad_list, tmp_path):
+    """The README's msrun line, run by a shell whose PATH lacks the venv (msrun starts each
+    worker with the `python` on PATH): 2 workers, the smoke config, 2 steps."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        (line,) = [ln.strip() for ln in f if " msrun --worker_num=" in ln]
+    assert line.startswith('PATH="$PWD/.venv/bin:$PATH" msrun ') and ".venv/bin/i3d train" in line
+    command = (line.replace("--worker_num=8", "--worker_num=2")
+               .replace("--local_worker_num=8", "--local_worker_num=2")
+               .replace(" msrun ", f" msrun --master_port={_port()} ")
+               .replace("--log_dir=msrun_log", f"--log_dir={tmp_path / 'logs'}"))
+    command = command.split(" --config ")[0] + f" --config {SMOKE} " + " ".join(
+        _cfg(bad_list, tmp_path / "run", steps=2))
+    venv = os.path.dirname(sys.executable)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if os.path.realpath(p) != os.path.realpath(venv))
+    done = subprocess.run(["bash", "-c", command], cwd=REPO, env=dict(os.environ, PATH=path),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["world"] == 2 and summary["steps"] == 2
 
 
 def _trainer(overrides, seed_params=None):
@@ -158,6 +211,7 @@ def _params(trainer):
     return {p.name: p.asnumpy().copy() for p in trainer.net.get_parameters()}
 
 
+@pytest.mark.slow
 def test_loss_scaling_unscales_gradients_and_skips_overflow():
     from i3d_ms.trainer import learning_rate
 
@@ -202,18 +256,38 @@ def test_learning_rate_schedule():
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] < 0.003
 
 
-def test_gpu_config_step_in_graph_mode_on_cpu():
-    """config/gpu_1.yaml's step (graph mode, fp16, dynamic loss scaling) compiles and trains;
-    on CPU and at toy size here (the GPU itself could not be tried)."""
+KINETICS = ["kinetics400_scratch_8gpu", "kinetics400_finetune_1gpu", "kinetics400_finetune_8gpu"]
+
+
+@pytest.mark.parametrize("name", KINETICS)
+def test_kinetics_configs_scale_the_lr_with_the_global_batch(name):
+    """Each recipe states its lr for a global batch of train.lr_batch clips; the run uses
+    lr x batch_size x world / lr_batch, so the same file on fewer GPUs takes a smaller step."""
+    from i3d_ms.config import load_config
+    from i3d_ms.trainer import learning_rate, scaled_lr
+
+    cfg = load_config(os.path.join(REPO, "config", f"{name}.yaml"))
+    t, m = cfg["train"], cfg["model"]
+    assert (t["mode"], t["precision"], t["loss_scale"], t["lr_batch"]) == ("graph", "fp16", "dynamic", 64)
+    assert m["weights"] == ("scratch" if "scratch" in name else "default")
+    assert cfg["eval"]["protocol"] == "whole"
+    world = int(name[-4])
+    for ranks in (world, 1):
+        peak = max(learning_rate(s, scaled_lr(t, ranks)) for s in range(0, t["steps"], 97))
+        assert peak == pytest.approx(t["lr"] * t["batch_size"] * ranks / 64, rel=1e-3)
+
+
+def test_kinetics_config_step_in_graph_mode_on_cpu():
+    """config/kinetics400_finetune_1gpu.yaml's step (graph mode, fp16, dynamic loss scaling)
+    compiles and trains; on CPU and at toy size here (the GPU itself could not be tried)."""
     from i3d_ms.config import load_config
     from i3d_ms.network import build_net
     from i3d_ms.trainer import Trainer
 
-    cfg = load_config(os.path.join(REPO, "config", "gpu_1.yaml"), [
+    cfg = load_config(os.path.join(REPO, "config", "kinetics400_finetune_1gpu.yaml"), [
         "train.device=CPU", "model.final_endpoint=Conv3d_1a_7x7", "train.steps=3",
-        "train.warmup_steps=1", "train.lr=0.05"])
+        "train.warmup_steps=1", "train.lr=0.05", "train.lr_batch=null"])
     t = cfg["train"]
-    assert (t["mode"], t["precision"], t["loss_scale"]) == ("graph", "fp16", "dynamic")
     i3d_ms.set_mode("graph", "CPU")
     try:
         np.random.seed(0)
