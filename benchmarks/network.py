@@ -48,6 +48,14 @@ def precision(device: str, dtype: str) -> str:
     return dtype
 
 
+def _roof(roofs: dict, device: str, dtype: str) -> float:
+    """The rate a run of `dtype` is held to: its precision's ceiling; on the CPU the better of
+    that and float32's, since autocast leaves what it does not lower in float32 and CPUs
+    without bf16/fp16 units run those slower than float32."""
+    own = roofs[precision(device, dtype)]["gflops"]
+    return own if device == "cuda" else max(own, roofs["float32"]["gflops"])
+
+
 def ceiling(device: str, prec: str = "float32", n: int = 4096, repeat: int = 5) -> dict:
     """Dense n x n x n matmul rate (GFLOP/s) in precision `prec` (float32 with TF32 off, tf32,
     bfloat16, float16), measured now with torch."""
@@ -142,7 +150,7 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
 
         import i3d_torch
 
-        roof = roofs[precision(device, dtype)]["gflops"]
+        roof = _roof(roofs, device, dtype)
         sync = _sync(device)
         warmup = 3 if device == "cuda" else 1  # cuDNN autotunes on the first call
         extra = {"dtype": dtype, "clip": clip}
@@ -204,7 +212,7 @@ def train(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
 
         import i3d_torch
 
-        roof = roofs[precision(device, dtype)]["gflops"]
+        roof = _roof(roofs, device, dtype)
         for lay in layouts:
             model = _in_layout(i3d_torch.build(weights, head="global").to(device), lay).train()
             opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)

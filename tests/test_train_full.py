@@ -146,8 +146,10 @@ def test_im2col_and_native_convolutions_agree_on_a_training_step():
 def test_fp16_step_with_dynamic_loss_scale_on_the_full_network():
     """fp16 (MindSpore's 'auto' mixed precision, native Conv3D in fp16, BN statistics in fp32):
     at 8192 the stem's fp16 weight gradient overflows (here; at 4096 it does not): that
-    step changes no weight and halves the scale; then the steps go through and the loss
-    goes down."""
+    step changes no weight and halves the scale; the next step computes float32's loss to fp16's
+    precision, changes every weight, and the one after it sees a lower loss. (Updates are not
+    compared with float32's: at 32x32 the last units are 1x1x1 and their BN normalises two
+    values, which turns fp16's rounding into different gradients there.)"""
     trainer = _trainer(precision="fp16", init=8192.0)
     x, y, flip = _batch()
     params = trainer.net.trainable_params()
@@ -162,10 +164,11 @@ def test_fp16_step_with_dynamic_loss_scale_on_the_full_network():
         assert all(np.array_equal(p.asnumpy(), b) for p, b in zip(params, before))
         assert not any(m.asnumpy().any() for m in trainer.opt.moments)
     assert scale == 4096.0
-    steps = [trainer.step(x, y, flip) for _ in range(2)]
-    assert all(ok for _, _, ok in steps) and float(trainer.scaler.scale_value.asnumpy()) == scale
-    assert steps[-1][0] < steps[0][0] < loss, (loss, [s[0] for s in steps])
+    second, _, ok = trainer.step(x, y, flip)
+    assert ok and float(trainer.scaler.scale_value.asnumpy()) == scale
     assert all(not np.array_equal(p.asnumpy(), b) for p, b in zip(params, before))
+    assert second < loss
+    assert abs(loss - _trainer().step(x, y, flip)[0]) < 1e-3 * loss
 
 
 def test_whole_video_protocol_through_the_full_network(motion):
