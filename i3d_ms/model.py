@@ -344,11 +344,14 @@ def build(weights: dict | None = None, variant: arch.Variant = arch.DEEPMIND, **
 
 
 def set_mode(mode: str = "pynative", device: str = "CPU"):
-    """MindSpore's global execution mode ('graph' or 'pynative') and device."""
+    """MindSpore's global execution mode ('graph' or 'pynative') and device. The mode may change
+    at any time; the device only before the first kernel runs (MindSpore's rule), so it is set
+    only when it differs from the current one."""
     if mode not in ("graph", "pynative"):
         raise ValueError(f"mode must be 'graph' or 'pynative', got {mode!r}")
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    ms.set_device(device)
+    if ms.get_current_device().device_target != device:
+        ms.set_device(device)
 
 
 def predict(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs):

@@ -1,4 +1,7 @@
 """Both twins against the reference logits, and against each other end point by end point."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +88,16 @@ def test_twins_agree_in_graph_mode(weights):
     finally:
         ms_mode("pynative")
     _compare(_torch_end_points(weights, x), b)
+
+
+def test_mode_switches_after_kernels_have_run():
+    """MindSpore fixes the device when the first kernel runs; switching the mode afterwards (as
+    the CLI and every test do) must not try to set it again."""
+    code = ("import numpy as np, i3d_ms; from mindspore import Tensor; "
+            "Tensor(np.ones(2, np.float32)).sum().asnumpy(); "
+            "i3d_ms.set_mode('graph'); i3d_ms.set_mode('pynative'); print('switched')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert (r.returncode, r.stdout.strip()) == (0, "switched"), r.stderr[-2000:]
 
 
 def test_symmetric_padding_variant_differs_and_twins_agree_on_it(weights):

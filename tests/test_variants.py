@@ -26,7 +26,6 @@ from convert.errors import I3DError
 from convert.formats import METADATA_KEY, mindspore_ckpt
 from tests.helpers import call, expect_error, fails, i3d, ok
 
-i3d_ms.set_mode("pynative")  # now, before any kernel runs: the CLI's own call must find it set
 TOL = 1e-4
 MINDVIDEO_NOTICE = ("mindvideo (symmetric) assumed; i3d_mindspore's 'same' build writes the same "
                     "names: --variant mindvideo-same")
