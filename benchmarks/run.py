@@ -175,12 +175,18 @@ def chart(result: dict, path: str):
     plt.close(fig)
 
 
-def write(result: dict, out_dir: str, stem: str = "bench"):
-    os.makedirs(out_dir, exist_ok=True)
+def outputs(out_dir: str, stem: str, suites) -> list:
+    """The files a run writes: JSON, markdown, and the chart when it has rows to draw."""
     base = os.path.join(out_dir, stem)
-    with atomic_output(base + ".json", force=True) as tmp, open(tmp, "w") as f:
+    charted = bool({"infer", "train"} & set(suites))
+    return [base + ".json", base + ".md"] + ([base + ".png"] if charted else [])
+
+
+def write(result: dict, paths: list):
+    """The files of `outputs`, at these (temporary) paths: the caller places them."""
+    with open(paths[0], "w") as f:
         json.dump(result, f, indent=1)
-    with atomic_output(base + ".md", force=True) as tmp, open(tmp, "w") as f:
+    with open(paths[1], "w") as f:
         f.write(markdown(result))
-    chart(result, base + ".png")
-    return base
+    if len(paths) > 2:
+        chart(result, paths[2])

@@ -1,27 +1,34 @@
 """`i3d bench`: throughput suites against the machine's measured ceilings."""
 from __future__ import annotations
 
+import os
 import sys
 
-from benchmarks.run import SUITES, markdown, run, write
+from benchmarks.run import SUITES, markdown, outputs, run, write
 from convert.errors import I3DError
 
 from .args import positive
 
 
 def cmd_bench(args) -> int:
+    """The result files are checked before the run and written together after it."""
+    from convert.fileio import atomic_outputs
+
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise I3DError("--device cuda: torch sees no CUDA device on this machine")
-    result = run(args.suite, args.device, args.frameworks, args.batch, args.frames, args.size,
-                 args.dtype, args.repeat, args.train_frames, args.train_size, video=args.video,
-                 compile=not args.no_compile,
-                 progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))
-    base = write(result, args.out, args.name)
+    os.makedirs(args.out, exist_ok=True)
+    paths = outputs(args.out, args.name, args.suite)
+    with atomic_outputs(paths, args.force) as temps:
+        result = run(args.suite, args.device, args.frameworks, args.batch, args.frames, args.size,
+                     args.dtype, args.repeat, args.train_frames, args.train_size,
+                     video=args.video, compile=not args.no_compile,
+                     progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))
+        write(result, temps)
     print(markdown(result))
-    print(f"written: {base}.json, {base}.md, {base}.png")
+    print(f"written: {', '.join(paths)}")
     return 0
 
 
@@ -49,4 +56,6 @@ def register(sub):
     q.add_argument("--video", default=None, help="clip for the data suite (default: the sample)")
     q.add_argument("--out", default="benchmarks/results")
     q.add_argument("--name", default="bench", help="file stem of the results")
+    q.add_argument("--force", action="store_true",
+                   help="overwrite existing result files (they are written all or none)")
     q.set_defaults(func=cmd_bench)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from .args import non_negative, positive
 from .weights import add_variant_option
 
 
@@ -110,13 +111,13 @@ def register(subparsers):
 
     q = subparsers.add_parser("make-dataset", help="write a small motion-direction dataset (Kinetics layout, mp4)")
     q.add_argument("out")
-    q.add_argument("--classes", type=int, default=4)
-    q.add_argument("--videos-per-class", type=int, default=48, help="training videos per class")
-    q.add_argument("--val-per-class", type=int, default=8)
-    q.add_argument("--frames", type=int, default=16)
-    q.add_argument("--height", type=int, default=48)
-    q.add_argument("--width", type=int, default=64)
-    q.add_argument("--fps", type=int, default=25,
+    q.add_argument("--classes", type=positive, default=4)
+    q.add_argument("--videos-per-class", type=positive, default=48, help="training videos per class")
+    q.add_argument("--val-per-class", type=non_negative, default=8)
+    q.add_argument("--frames", type=positive, default=16)
+    q.add_argument("--height", type=positive, default=48)
+    q.add_argument("--width", type=positive, default=64)
+    q.add_argument("--fps", type=positive, default=25,
                    help="frame rate (Kinetics-shaped: --frames 300 --height 256 --width 340 --fps 30)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_make_dataset)

@@ -889,3 +889,105 @@ def test_parity_reports_are_written_all_or_nothing(tmp_path):
     only(tmp_path, "parity.md", "parity.json")
     assert out["md"].read_text() == out["json"].read_text() == "precious"
     refused(limited(*args, "--json", out["md"], "--force"), out["md"], "given twice")
+
+
+# --- the training side: configs, CSVs and list files, videos, checkpoints ------------------
+
+def test_training_argument_errors_are_one_line():
+    for args, words in ((("make-dataset", "out", "--frames", "0"), ("--frames", "at least 1")),
+                        (("make-dataset", "out", "--frames", "-1"), ("--frames", "at least 1")),
+                        (("make-dataset", "out", "--classes", "0"), ("--classes",)),
+                        (("make-dataset", "out", "--height", "0"), ("--height",)),
+                        (("make-dataset", "out", "--val-per-class", "-1"), ("--val-per-class",)),
+                        (("bench", "--batch", "0"), ("--batch", "at least 1")),
+                        (("bench", "--repeat", "0"), ("--repeat", "at least 1")),
+                        (("bench", "--size", "0"), ("--size", "at least 1")),
+                        (("bench", "--frames", "x"), ("--frames", "integer"))):
+        refused(limited(*args), *words)
+    assert not os.path.exists(os.path.join(ROOT, "out"))
+
+
+CONFIGS = {  # case: (the YAML text, words its error must hold)
+    "negative size": ("data:\n  frames: -3\n", ("data.frames", "-3")),
+    "zero batch": ("train:\n  batch_size: 0\n", ("train.batch_size", ">= 1")),
+    "wrong type": ("train:\n  steps: ten\n", ("train.steps", "'ten'")),
+    "bool as number": ("data:\n  crop: true\n", ("data.crop",)),
+    "float steps": ("train:\n  steps: 1.5\n", ("train.steps",)),
+    "unknown protocol": ("eval:\n  protocol: wild\n", ("eval.protocol", "centre")),
+    "unknown key": ("train:\n  stpes: 10\n", ("'train.stpes'",)),
+    "unknown section": ("trian:\n  steps: 10\n", ("'trian'",)),
+    "YAML syntax": ("data:\n  frames: 8\n  scales: [1.0, 0.5\n", (":4:", "YAML error")),
+    "tab indentation": ("data:\n\tframes: 8\n", (":2:", "YAML error")),
+    "not a mapping": ("- data\n- model\n", ("expected sections",)),
+    "crop over resize": ("data:\n  resize: 32\n  crop: 64\n", ("data.crop", "data.resize")),
+    "empty scales": ("data:\n  scales: []\n", ("data.scales",)),
+    "keep prob": ("model:\n  dropout_keep_prob: 0\n", ("model.dropout_keep_prob",)),
+    "unknown variant": ("model:\n  variant: deepmind2\n", ("model.variant", "deepmind2")),
+    "binary": ("\x00\x01\x02\xff", ("",)),
+}
+
+
+_EACH = """
+import contextlib, io, json, sys
+import i3d_ms  # MindSpore once, for every run
+from i3d_cli.main import main
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+    print(json.dumps([code, err.getvalue()]), flush=True)
+"""
+
+
+def each(runs: list, cwd, limit=2 * LIMIT) -> list:
+    """`i3d ARGV` for every ARGV of `runs`, through the real entry point but in one process
+    under the address-space limit (MindSpore is imported once, not once per run): a list of
+    CompletedProcess-like results."""
+    r = limited("-c", _EACH, json.dumps([[str(a) for a in argv] for argv in runs]),
+                limit=limit, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(out) == len(runs), r.stdout
+    return [subprocess.CompletedProcess(argv, code, "", err) for argv, (code, err) in zip(runs, out)]
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    runs, expected = [], []
+    for n, (text, words) in enumerate(CONFIGS.values()):
+        path = tmp_path / f"bad{n}.yaml"
+        path.write_bytes(text.encode("latin-1"))
+        for cmd in (("train",), ("eval", "--checkpoint", "default")):
+            runs.append((*cmd, "--config", path, f"train.out={tmp_path / 'run'}"))
+            expected.append((path, *words))
+    for r, words in zip(each(runs, tmp_path), expected):
+        refused(r, *words)
+    only(tmp_path, *(f"bad{n}.yaml" for n in range(len(CONFIGS))))
+
+
+def test_config_override_errors_name_the_override(tmp_path):
+    cases = (("train.steps=0", ("train.steps", ">= 1")),
+             ("train.steps=[1", ("train.steps=[1", "not a YAML value")),
+             ("data.workers=-2", ("data.workers", "'auto'")),
+             ("trainsteps", ("section.key=value",)))
+    runs = [("train", "--config", os.path.join(ROOT, "config", "cpu_smoke.yaml"), item,
+             f"train.out={tmp_path / 'run'}") for item, _ in cases]
+    for r, (item, words) in zip(each(runs, tmp_path), cases):
+        refused(r, item, *words)
+    only(tmp_path)
+
+
+def test_bench_results_are_claimed_before_the_run_and_written_all_or_nothing(tmp_path):
+    (tmp_path / "t.md").write_text("precious")
+    refused(limited("bench", "--suite", "convert", "--out", tmp_path, "--name", "t"),
+            tmp_path / "t.md", "already exists", "--force")
+    only(tmp_path, "t.md")
+    # a run that fails after its files were claimed writes none of them
+    missing = tmp_path / "missing.mp4"
+    r = limited("bench", "--suite", "data", "--frameworks", "torch", "--video", missing,
+                "--out", tmp_path, "--name", "t", "--force", limit=2 * LIMIT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    only(tmp_path, "t.md")
+    assert (tmp_path / "t.md").read_text() == "precious"
