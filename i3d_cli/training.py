@@ -35,7 +35,7 @@ def cmd_eval(args) -> int:
     if args.device:
         overrides.append(f"train.device={args.device}")
     cfg = _with_variant(load_config(args.config, overrides), args.variant)
-    m = evaluate(cfg, args.checkpoint, args.protocol, args.csv)
+    m = evaluate(cfg, args.checkpoint, args.protocol, args.csv, args.force)
     if args.json:
         print(json.dumps(m))
         return 0
@@ -105,7 +105,8 @@ def register(subparsers):
     q.add_argument("--data", help="Kinetics root or val list file (overrides the config)")
     q.add_argument("--device", choices=("CPU", "GPU"))
     add_variant_option(q, "model.variant: the network's and the checkpoint's variant")
-    q.add_argument("--csv", help="write per-video predictions here")
+    q.add_argument("--csv", help="write per-video predictions here (checked before the run)")
+    q.add_argument("--force", action="store_true", help="overwrite an existing --csv file")
     q.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     q.set_defaults(func=cmd_eval)
 

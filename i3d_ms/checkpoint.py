@@ -3,15 +3,17 @@ start, evaluation). Checkpoints are MindSpore .ckpt files written by `convert`'s
 under a temporary name, so a kill never leaves a torn one."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
 
 import mindspore as ms
 
 from convert.checkpoints import check_recorded, read_weights, resolve
 from convert.errors import I3DError
 from convert.fileio import atomic_output
-from convert.formats import READERS, detect, mindspore_ckpt
+from convert.formats import READERS, WRITERS, detect
 
 from .model import parameters_from
 from .network import HEAD_PREFIXES, build_net
@@ -21,22 +23,66 @@ def checkpoints(folder: str) -> list:
     return sorted(glob.glob(os.path.join(folder, "step_*.ckpt")))
 
 
-def save(state: dict, folder: str, step: int, keep: int) -> str:
-    """Written whole or not at all; only the last `keep` are kept."""
+def recorded(variant) -> dict:
+    """The metadata a training checkpoint records, as `i3d convert` records it in a .ckpt: the
+    numerical variant the run trained, so that converting or predicting with the checkpoint
+    never runs it as another."""
+    return {"format": "i3d-parity", "variant": variant.spec, "variant_name": variant.name,
+            "source": "i3d train"}
+
+
+def save(state: dict, folder: str, step: int, keep: int, variant) -> str:
+    """Written whole or not at all, its variant recorded; only the last `keep` are kept."""
     path = os.path.join(folder, f"step_{step:08d}.ckpt")
     with atomic_output(path, force=True) as tmp:
-        mindspore_ckpt.write(state, tmp)
+        WRITERS["mindspore"](state, tmp, recorded(variant))
     for old in checkpoints(folder)[:-keep] if keep > 0 else []:
         os.remove(old)
     return path
 
 
-def latest(folder: str) -> dict:
-    """The newest checkpoint's entries, for `--resume`."""
+def remove_stale(folder: str) -> list:
+    """Removes the temporary files of checkpoint writes that a SIGKILL left (their process is
+    gone); returns their paths. Live writers' files are left alone."""
+    gone = []
+    for tmp in glob.glob(os.path.join(folder, ".step_*.ckpt.*.tmp")):
+        pid = os.path.basename(tmp).rsplit(".", 3)[-3]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            gone.append(tmp)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != 0
+
+
+def latest(folder: str, variant) -> tuple:
+    """(entries, path) of the newest intact checkpoint, for `--resume`: a torn or unreadable
+    newer one is skipped (said on stderr); one of another variant is refused."""
     found = checkpoints(folder)
     if not found:
         raise I3DError(f"--resume: no checkpoint in {folder}")
-    return mindspore_ckpt.read(found[-1])
+    for path in reversed(found):
+        try:
+            flat, meta = READERS["mindspore"](path)
+        except I3DError as e:
+            print(f"i3d: note: skipping {e}", file=sys.stderr)
+            continue
+        if "global_step" not in flat:
+            print(f"i3d: note: skipping {path}: not a training checkpoint (no global_step)",
+                  file=sys.stderr)
+            continue
+        check_recorded(meta, variant, path)
+        return flat, path
+    raise I3DError(f"--resume: no intact checkpoint in {folder} ({len(found)} unreadable)")
 
 
 def load_pretrained(net, source: str, keep_head: bool) -> dict:

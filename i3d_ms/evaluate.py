@@ -9,6 +9,7 @@ every batch has the compiled shape (the last one is padded), so the network comp
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 
@@ -17,10 +18,12 @@ import numpy as np
 
 from convert.architecture import NUM_CLASSES
 from convert.errors import I3DError
+from convert.fileio import atomic_output
 from convert.labels import labels
 
 from .checkpoint import load_for_eval
 from .data import EvalSource, eval_dataset, num_classes, split_videos, workers
+from .data.sources import check_labels, source_name
 from .metrics import metrics, video_scores
 from .model import set_mode
 from .network import to_input
@@ -123,15 +126,20 @@ def write_csv(path: str, logits, ids, videos, names=None):
                         f"{s[top[0]]:.6f}", ";".join(name(int(c)) for c in top)])
 
 
-def evaluate(cfg: dict, checkpoint: str, protocol: str | None = None, csv_path=None) -> dict:
-    """`i3d eval`: on one device, or sharded over msrun's workers (rank 0 writes the CSV)."""
+def evaluate(cfg: dict, checkpoint: str, protocol: str | None = None, csv_path=None,
+             force: bool = False) -> dict:
+    """`i3d eval`: on one device, or sharded over msrun's workers (rank 0 writes the CSV: an
+    existing one only with `force`, checked before the run, written whole or not at all)."""
     t = cfg["train"]
-    set_mode(t["mode"], t["device"])
-    rank, world = distributed()
     videos, names = split_videos(cfg["data"], "val")
     classes = num_classes(cfg["model"]["num_classes"], videos, names)
+    check_labels(videos, classes, source_name(cfg["data"], "val"))
     if names is None and classes == NUM_CLASSES:  # a list file scored by a Kinetics head
         names = labels()
-    net = load_for_eval(cfg["model"], checkpoint, classes)
-    return evaluate_net(net, cfg, classes, protocol or cfg["eval"]["protocol"], csv_path, names,
-                        rank, world)
+    set_mode(t["mode"], t["device"])
+    rank, world = distributed()
+    writing = csv_path and rank == 0
+    with atomic_output(csv_path, force) if writing else contextlib.nullcontext() as tmp:
+        net = load_for_eval(cfg["model"], checkpoint, classes)
+        return evaluate_net(net, cfg, classes, protocol or cfg["eval"]["protocol"], tmp, names,
+                            rank, world)

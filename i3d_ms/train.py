@@ -20,9 +20,12 @@ import yaml
 
 from convert.architecture import NUM_CLASSES
 from convert.errors import I3DError
+from convert.fileio import atomic_output
 
 from . import checkpoint
+from .config import variant
 from .data import TrainSource, num_classes, split_videos, train_dataset, workers
+from .data.sources import check_labels, source_name
 from .evaluate import evaluate_net
 from .model import set_mode
 from .network import build_net
@@ -38,10 +41,14 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
     if not resume and checkpoint.checkpoints(folder):
         raise I3DError(f"{folder} holds checkpoints of an earlier run: --resume it, or set "
                        "another train.out")
-    set_mode(t["mode"], t["device"])
-    rank, world = distributed()
+    state = _resumable(cfg, *checkpoint.latest(folder, variant(m))) if resume else None
     videos, names = split_videos(d, "train")
     classes = num_classes(m["num_classes"], videos, names)
+    check_labels(videos, classes, source_name(d, "train"))
+    if _has_val(d):  # the validation set's labels too, before the first step
+        check_labels(split_videos(d, "val")[0], classes, source_name(d, "val"))
+    set_mode(t["mode"], t["device"])
+    rank, world = distributed()
     ms.set_seed(rank_seed(t["seed"], rank))  # dropout: nn.Dropout takes its seed when built
     np.random.seed(t["seed"])  # initial weights come from numpy's generator: alike on all ranks
     net = build_net(m, classes)
@@ -51,10 +58,11 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
                                    and m["final_endpoint"] == "Logits")
     trainer = Trainer(net, t, world, m["freeze_bn"])
 
-    start = trainer.restore(checkpoint.latest(folder)) if resume else 0
+    start = trainer.restore(state) if resume else 0
     if rank == 0:
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(out, "config.yaml"), "w") as f:
+        checkpoint.remove_stale(folder)
+        with atomic_output(os.path.join(out, "config.yaml"), force=True) as tmp, open(tmp, "w") as f:
             yaml.safe_dump(cfg, f)
     log_path = os.path.join(out, "train.jsonl")
     data = TrainSource(videos, d, t["batch_size"], t["steps"], start, t["seed"], rank, world)
@@ -82,7 +90,8 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 if (t["checkpoint_every"] and (step + 1) % t["checkpoint_every"] == 0) or last:
-                    checkpoint.save(trainer.state(step + 1), folder, step + 1, t["keep_checkpoints"])
+                    checkpoint.save(trainer.state(step + 1), folder, step + 1, t["keep_checkpoints"],
+                                    net.variant)
             if (t["eval_every"] and (step + 1) % t["eval_every"] == 0) or (last and _has_val(d)):
                 metrics = evaluate_net(net, cfg, classes, cfg["eval"]["protocol"], rank=rank,
                                        world=world)  # every rank its share, gathered
@@ -102,9 +111,39 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
                "skipped": dict(data.bad)}
     if rank == 0:
         plot(log_path, os.path.join(out, "train.png"))
-        with open(os.path.join(out, "summary.json"), "w") as f:
+        with atomic_output(os.path.join(out, "summary.json"), force=True) as tmp, \
+                open(tmp, "w") as f:
             json.dump(summary, f, indent=1)
     return summary, trainer
+
+
+# What fixes a run's trajectory: a resume under other values would not continue it.
+RESUME_KEYS = ("train.steps", "train.batch_size", "train.seed", "train.lr", "train.lr_batch",
+               "train.warmup_steps", "train.final_lr")
+
+
+def _resumable(cfg: dict, state: dict, path: str) -> dict:
+    """`state` (the checkpoint at `path`) if the configured run can continue from it: not
+    finished, and started with the same schedule and data order (its config.yaml)."""
+    t, step = cfg["train"], int(state["global_step"][0])
+    saved = os.path.join(t["out"], "config.yaml")
+    if os.path.isfile(saved):
+        with open(saved) as f:
+            try:
+                then = yaml.safe_load(f)
+            except yaml.YAMLError:
+                then = None
+        for key in RESUME_KEYS if isinstance(then, dict) else ():
+            section, name = key.split(".")
+            was = (then.get(section) or {}).get(name, cfg[section][name])
+            if was != cfg[section][name]:
+                raise I3DError(f"{saved}: the run was started with {key}={was}, now "
+                               f"{cfg[section][name]}: a resume would not continue it; start a "
+                               f"new run (another train.out) from {path} (model.weights)")
+    if step >= t["steps"]:
+        raise I3DError(f"{path}: the run finished (step {step} of train.steps {t['steps']}): "
+                       "nothing to resume")
+    return state
 
 
 def rank_seed(seed: int, rank: int) -> int:

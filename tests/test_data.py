@@ -181,3 +181,15 @@ def test_bad_videos_are_skipped_counted_and_checked(small, tmp_path, capsys):
     source = TrainSource(videos, DATA, 5, 2)  # every video in each batch: bad ones replaced
     labels = [int(source[k][1]) for k in range(10)]
     assert len(source.bad) == 2 and set(labels) <= {v.label for v in good}
+
+
+def test_csv_with_a_byte_order_mark_keeps_its_labels(small, tmp_path):
+    """A UTF-8 BOM (as spreadsheet programs write it) is no part of the first column's name."""
+    for split in ("train", "val"):
+        text = (small / f"kinetics-400_{split}.csv").read_text()
+        (tmp_path / f"kinetics-400_{split}.csv").write_text("\ufeff" + text, encoding="utf-8")
+    assert class_names(str(tmp_path)) == class_names(str(small))
+    for split in ("train", "val"):
+        want = [(os.path.basename(v.path), v.label) for v in read_kinetics(str(small), split)]
+        got = [(os.path.basename(v.path), v.label) for v in read_kinetics(str(tmp_path), split)]
+        assert got == want and min(label for _, label in got) == 0

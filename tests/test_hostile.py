@@ -991,3 +991,57 @@ def test_bench_results_are_claimed_before_the_run_and_written_all_or_nothing(tmp
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     only(tmp_path, "t.md")
     assert (tmp_path / "t.md").read_text() == "precious"
+
+
+_HEADER = "label,youtube_id,time_start,time_end,split\n"
+SOURCES = {  # case: ({file: content}, the data settings, culprit file, words its error must hold)
+    "missing column": ({"kinetics-400_train.csv": "label,youtube_id,time_end\na,x,10\n"},
+                       "root", "kinetics-400_train.csv", (":1:", "'time_start'")),
+    "bad number": ({"kinetics-400_train.csv": _HEADER + "a,x,0,10,train\na,y,abc,10,train\n"},
+                   "root", "kinetics-400_train.csv", (":3:", "time_start", "'abc'")),
+    "short row": ({"kinetics-400_train.csv": _HEADER + "a,x,0\n"},
+                  "root", "kinetics-400_train.csv", (":2:", "3 fields", "5")),
+    "binary": ({"kinetics-400_train.csv": _HEADER + "a,x\x00\x01,0,10,train\n"},
+               "root", "kinetics-400_train.csv", (":2:", "binary")),
+    "not UTF-8": ({"kinetics-400_train.csv": _HEADER + "\xe9t\xe9,x,0,10,train\n"},
+                  "root", "kinetics-400_train.csv", (":2:", "UTF-8")),
+    "empty CSV": ({"kinetics-400_train.csv": ""}, "root", "kinetics-400_train.csv", ("empty",)),
+    "header only": ({"kinetics-400_train.csv": _HEADER}, "root", "kinetics-400_train.csv",
+                    ("no videos",)),
+    "unknown val label": ({"kinetics-400_train.csv": _HEADER + "a,x,0,10,train\nb,y,0,10,train\n",
+                           "kinetics-400_val.csv": _HEADER + "a,z,0,10,val\nzzz,w,0,10,val\n"},
+                          "root", "kinetics-400_val.csv", (":3:", "'zzz'")),
+    "empty list": ({"train.txt": "# nothing\n\n"}, "list", "train.txt", ("no videos",)),
+    "list without label": ({"train.txt": "a.mp4 0\nb.mp4\n"}, "list", "train.txt",
+                           (":2:", "PATH LABEL")),
+    "list bad number": ({"train.txt": "a.mp4 one\n"}, "list", "train.txt", (":1:", "PATH LABEL")),
+    "list negative label": ({"train.txt": "a.mp4 -1\n"}, "list", "train.txt", (":1:", "negative")),
+    "binary list": ({"train.txt": "a.mp4 0\n\x00\x00\x07\x00 1\n"}, "list", "train.txt",
+                    (":2:", "binary")),
+    "val label beyond the head": ({"train.txt": "a.mp4 0\nb.mp4 1\n", "val.txt": "c.mp4 5\n"},
+                                  "list", "val.txt", ("label 5", "2 classes")),
+}
+
+
+def test_csv_and_list_errors_name_the_file_and_line(tmp_path):
+    """Found before any step (the videos named do not even exist): one line naming
+    file:line, nothing written."""
+    runs, expected = [], []
+    smoke = os.path.join(ROOT, "config", "cpu_smoke.yaml")
+    for n, (files, kind, culprit, words) in enumerate(SOURCES.values()):
+        folder = tmp_path / f"case{n}"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_bytes(text.encode("latin-1"))
+        data = ([f"data.root={folder}"] if kind == "root" else
+                [f"data.train={folder / 'train.txt'}",
+                 f"data.val={folder / 'val.txt'}" if "val.txt" in files else "data.val=null"])
+        runs.append(("train", "--config", smoke, *data, f"train.out={folder / 'run'}"))
+        expected.append((folder / culprit, *words))
+        if kind == "root" and "val" in culprit:  # eval reads it too (a list file: its own head)
+            runs.append(("eval", "--config", smoke, *data, "--checkpoint", "default"))
+            expected.append(expected[-1])
+    for r, words in zip(each(runs, tmp_path), expected):
+        refused(r, *words)
+    for n, (files, *_) in enumerate(SOURCES.values()):
+        only(tmp_path / f"case{n}", *files)
