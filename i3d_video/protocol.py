@@ -51,12 +51,18 @@ def to_ncdhw(clip: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(clip.transpose(3, 0, 1, 2)[None])
 
 
+def deepmind_pixels(chunk) -> np.ndarray:
+    """Decoded frames -> DeepMind's 224x224 crops, uint8; applied as the frames are decoded,
+    so full-size frames never pile up."""
+    frames = np.asarray(chunk)
+    if frames.shape[1:3] == (CROP, CROP):
+        return frames  # stored already cropped (DeepMind's sample): as is
+    return centre_crop(resize_shorter(frames))
+
+
 def deepmind_clip(path: str, frames: int | None = None) -> np.ndarray:
     """The model input for `path` by DeepMind's protocol: float32 (1, 3, T, 224, 224)."""
-    video = read_video(path, frames)
-    if video.shape[1:3] == (CROP, CROP):
-        return to_ncdhw(scale(video))  # stored already cropped (DeepMind's sample): as is
-    return to_ncdhw(scale(centre_crop(resize_shorter(video))))
+    return to_ncdhw(scale(read_video(path, frames, deepmind_pixels)))
 
 
 def model_clip(path: str, frames: int | None = None, variant=arch.DEEPMIND) -> np.ndarray:

@@ -929,7 +929,8 @@ CONFIGS = {  # case: (the YAML text, words its error must hold)
 
 _EACH = """
 import contextlib, io, json, sys
-import i3d_ms  # MindSpore once, for every run
+if sys.argv[2] == "mindspore":
+    import i3d_ms  # MindSpore once, for every run, and before decord
 from i3d_cli.main import main
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -942,12 +943,13 @@ for argv in json.loads(sys.argv[1]):
 """
 
 
-def each(runs: list, cwd, limit=2 * LIMIT) -> list:
+def each(runs: list, cwd, limit=2 * LIMIT, mindspore=True) -> list:
     """`i3d ARGV` for every ARGV of `runs`, through the real entry point but in one process
-    under the address-space limit (MindSpore is imported once, not once per run): a list of
+    under the address-space limit (the frameworks are imported once, not once per run;
+    MindSpore with its ~0.9 GB of address space only if `mindspore`): a list of
     CompletedProcess-like results."""
     r = limited("-c", _EACH, json.dumps([[str(a) for a in argv] for argv in runs]),
-                limit=limit, cwd=cwd)
+                "mindspore" if mindspore else "-", limit=limit, cwd=cwd)
     assert r.returncode == 0, r.stderr
     out = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(out) == len(runs), r.stdout
@@ -1045,3 +1047,104 @@ def test_csv_and_list_errors_name_the_file_and_line(tmp_path):
         refused(r, *words)
     for n, (files, *_) in enumerate(SOURCES.values()):
         only(tmp_path / f"case{n}", *files)
+
+
+# --- videos: decoding bounded by the clip it makes; stderr never taken from the process -----
+
+def _gif(width: int, height: int, frames: int) -> bytes:
+    """An animated GIF whose frames are 1x1 images on a `width` x `height` screen: a few
+    bytes a frame, but every decoded frame is the whole screen."""
+    out = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    for i in range(frames):
+        out += b"\x21\xf9\x04\x08" + struct.pack("<H", 4) + b"\0\0"  # restore to background
+        out += b"\x2c" + struct.pack("<HHHHB", i % width, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return out + b"\x3b"
+
+
+def _mp4(path, frames=8, size=(32, 32)):
+    """A real H.264 mp4 (PyAV's libx264) of moving texture."""
+    from i3d_ms.make_dataset import render, write_mp4
+
+    write_mp4(render((0, 1), np.random.default_rng(0), frames, *size), str(path))
+    return path.read_bytes()
+
+
+def _audio_only(path):
+    import av
+
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = 8000
+        for p in [*s.encode(frame), *s.encode()]:
+            out.mux(p)
+    return path.read_bytes()
+
+
+VIDEOS = {  # case: (the file made in a folder, words its error must hold)
+    "GIF screen 8000x8000": (lambda d: _gif(8000, 8000, 40), ("8000x8000", "before decoding")),
+    "GIF 60000x4": (lambda d: _gif(60000, 4, 1), ("60000x4", "longer than wide")),
+    "more frames than all": (lambda d: _gif(8, 8, 5000), ("5000 frames", "--frames")),
+    "truncated mp4": (lambda d: _mp4(d / "t.mp4")[:1500], ("not a readable video",)),
+    "corrupt mp4": (lambda d: (lambda b: b[:800] + bytes(len(b) - 1600) + b[-800:])(
+        _mp4(d / "c.mp4", 16)), ("not a readable video",)),
+    "text": (lambda d: b"not a video at all\n" * 20, ("not a readable video",)),
+    "empty": (lambda d: b"", ("not a readable video",)),
+    "audio only": (lambda d: _audio_only(d / "a.mp4"), ("no video stream",)),
+}
+
+
+def test_hostile_videos_are_refused_before_decoding(tmp_path):
+    """`i3d predict` of each: exit 2, one line naming the file, under 2 GB of address space
+    (the 8000x8000 GIF's 40 frames decoded whole would take 7.7 GB)."""
+    folder = tmp_path / "made"
+    folder.mkdir()
+    runs = []
+    for n, make in enumerate(VIDEOS.values()):
+        path = tmp_path / f"v{n}.{'gif' if n < 3 else 'mp4'}"
+        path.write_bytes(make[0](folder))
+        runs.append(("predict", path, "--top", "1"))
+    for r, argv, (_, words) in zip(each(runs, tmp_path, mindspore=False), runs, VIDEOS.values()):
+        refused(r, argv[1], *words)
+    assert ((tmp_path / "v2.gif").stat().st_size < 200_000
+            and (tmp_path / "v0.gif").stat().st_size < 2000)  # bombs: tiny files
+
+
+_STDERR_RACE = """
+import os, sys, threading, time
+from convert.errors import I3DError
+from i3d_video.decode import open_video
+stop = []
+def decode():
+    while not stop:
+        for v in sys.argv[1:]:
+            try:
+                with open_video(v) as video:
+                    video.frames([0])
+            except I3DError:
+                pass
+workers = [threading.Thread(target=decode) for _ in range(2)]
+for w in workers:
+    w.start()
+for i in range(300):
+    os.write(2, b"line %d\\n" % i)
+    time.sleep(0.002)
+stop.append(1)
+for w in workers:
+    w.join()
+"""
+
+
+def test_decoding_threads_never_take_stderr(tmp_path):
+    """Two threads decode good and bad videos (as data.workers: 2 does) while the main thread
+    writes 300 lines to file descriptor 2: every line arrives, and no decoder prints. (Pointing
+    fd 2 at /dev/null around decord's open, as before, lost about two thirds of them.)"""
+    good = tmp_path / "good.mp4"
+    data = _mp4(good)
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all\n" * 20)
+    (tmp_path / "torn.mp4").write_bytes(data[:len(data) // 2])
+    r = limited("-c", _STDERR_RACE, good, tmp_path / "bad.mp4", tmp_path / "torn.mp4",
+                limit=2 * LIMIT)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"line {i}" for i in range(300)], r.stderr[-2000:]
