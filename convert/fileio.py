@@ -14,6 +14,7 @@ import errno
 import mmap
 import os
 import secrets
+import shutil
 import signal
 import stat
 import threading
@@ -249,6 +250,30 @@ def atomic_outputs(paths: list, force: bool = False):
         for tmp in temps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str):
+    """Yields a hidden temporary folder beside `path`, moved onto `path` (which must not exist,
+    or be an empty folder) only if the block finishes; removed with its contents otherwise."""
+    if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
+        raise I3DError(f"{path}: exists and is not a folder")
+    if os.path.isdir(path) and os.listdir(path):
+        raise I3DError(f"{path}: exists and is not empty")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise I3DError(f"{path}: folder {parent} does not exist")
+    tmp = temp_name(os.path.join(parent, os.path.basename(os.path.abspath(path))))
+    try:
+        with _signals_unwind():
+            try:
+                os.mkdir(tmp)
+                yield tmp
+                os.rename(tmp, path)  # onto an empty folder too; fails if one was filled
+            except OSError as e:
+                raise _oserror(e, [path], [tmp]) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

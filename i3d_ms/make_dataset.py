@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from convert.errors import I3DError
+from convert.fileio import atomic_folder
 
 DIRECTIONS = {"moving right": (0, 1), "moving left": (0, -1), "moving down": (1, 0),
               "moving up": (-1, 0), "moving down-right": (1, 1), "moving up-left": (-1, -1),
@@ -70,24 +71,24 @@ def make_dataset(root: str, classes: int = 4, videos_per_class: int = 48, val_pe
         raise I3DError("H.264 (yuv420p) needs an even height and width")
     if frames < 1 or height < 2 or width < 2 or not 1 <= fps <= 240:
         raise I3DError("--frames must be at least 1, --height and --width at least 2, --fps 1 to 240")
-    if os.path.exists(root) and os.listdir(root):
-        raise I3DError(f"{root}: exists and is not empty")
     rng = np.random.default_rng(seed)
     names = list(DIRECTIONS)[:classes]
     counts = {}
-    for split, per in (("train", videos_per_class), ("val", val_per_class)):
-        os.makedirs(os.path.join(root, split), exist_ok=True)
-        rows = []
-        for c, name in enumerate(names):
-            for i in range(per):
-                vid = f"{split[0]}{c:02d}x{i:04d}"
-                rows.append({"label": name, "youtube_id": vid, "time_start": 0,
-                             "time_end": frames, "split": split})
-                video = render(DIRECTIONS[name], rng, frames, height, width)
-                write_mp4(video, os.path.join(root, split, f"{vid}_{0:06d}_{frames:06d}.mp4"), fps)
-        with open(os.path.join(root, f"kinetics-400_{split}.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        counts[split] = len(rows)
+    with atomic_folder(root) as tmp:  # the whole dataset or nothing
+        for split, per in (("train", videos_per_class), ("val", val_per_class)):
+            os.makedirs(os.path.join(tmp, split))
+            rows = []
+            for c, name in enumerate(names):
+                for i in range(per):
+                    vid = f"{split[0]}{c:02d}x{i:04d}"
+                    rows.append({"label": name, "youtube_id": vid, "time_start": 0,
+                                 "time_end": frames, "split": split})
+                    video = render(DIRECTIONS[name], rng, frames, height, width)
+                    write_mp4(video, os.path.join(tmp, split, f"{vid}_{0:06d}_{frames:06d}.mp4"),
+                              fps)
+            with open(os.path.join(tmp, f"kinetics-400_{split}.csv"), "w", newline="") as f:
+                w = csv.DictWriter(f, FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+            counts[split] = len(rows)
     return {"classes": names, **counts}

@@ -1148,3 +1148,15 @@ def test_decoding_threads_never_take_stderr(tmp_path):
                 limit=2 * LIMIT)
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines() == [f"line {i}" for i in range(300)], r.stderr[-2000:]
+
+
+def test_make_dataset_is_written_whole_or_not_at_all(tmp_path):
+    """A make-dataset that fails midway (here: its files may not exceed 3 kB, as on a full
+    disk) leaves no partial dataset and no temporary folder; a non-empty folder is refused."""
+    refused(limited("make-dataset", tmp_path / "d", "--classes", "2", "--frames", "16",
+                    fsize=3000, cwd=tmp_path), tmp_path / "d", "cannot write", "File too large")
+    only(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mine.txt").write_text("precious")
+    refused(limited("make-dataset", tmp_path / "d", cwd=tmp_path), tmp_path / "d", "not empty")
+    only(tmp_path / "d", "mine.txt")
