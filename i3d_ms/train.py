@@ -141,7 +141,7 @@ def _resumable(cfg: dict, state: dict, path: str) -> dict:
                                f"{cfg[section][name]}: a resume would not continue it; start a "
                                f"new run (another train.out) from {path} (model.weights)")
     if step >= t["steps"]:
-        raise I3DError(f"{path}: the run finished (step {step} of train.steps {t['steps']}): "
+        raise I3DError(f"{path}: the run finished (step {step} of {t['steps']}, train.steps): "
                        "nothing to resume")
     return state
 

@@ -13,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -1160,3 +1161,151 @@ def test_make_dataset_is_written_whole_or_not_at_all(tmp_path):
     (tmp_path / "d" / "mine.txt").write_text("precious")
     refused(limited("make-dataset", tmp_path / "d", cwd=tmp_path), tmp_path / "d", "not empty")
     only(tmp_path / "d", "mine.txt")
+
+
+# --- training runs: checkpoints torn, finished or changed runs, temporary files, variants ----
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """2 motion classes, 4 train and 1 val videos each (real mp4s of 8 frames of 32x32), and a
+    list file of 4 of them with a corrupt and a missing video among them."""
+    from i3d_ms.data import read_kinetics
+    from i3d_ms.make_dataset import make_dataset
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    make_dataset(str(root), classes=2, videos_per_class=4, val_per_class=1, frames=8,
+                 height=32, width=32)
+    (root / "corrupt.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 12)
+    good = read_kinetics(str(root), "train")[::2]
+    lines = [f"{v.path} {v.label}" for v in good[:2]] + ["corrupt.mp4 1", "missing.mp4 0"]
+    (root / "bad.txt").write_text("\n".join(lines + [f"{v.path} {v.label}" for v in good[2:]]))
+    return root
+
+
+SMOKE = os.path.join(ROOT, "config", "cpu_smoke.yaml")
+
+
+def _run(tiny, out, *extra, run=None):
+    """`i3d train` (in this process, or as `run` runs it) on the list with bad videos, with
+    two decoding threads."""
+    from tests.helpers import call
+
+    return (run or call)("train", "--config", SMOKE, f"data.train={tiny / 'bad.txt'}",
+                         "data.val=null", "data.workers=2", f"train.out={out}", "train.steps=3",
+                         "train.batch_size=2", "train.checkpoint_every=1",
+                         "train.keep_checkpoints=3", "train.warmup_steps=1", "train.eval_every=0",
+                         *extra)
+
+
+def _losses(out):
+    with open(out / "train.jsonl") as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+@pytest.mark.slow
+def test_resume_after_a_torn_checkpoint_finished_runs_and_stderr_with_two_workers(tiny, tmp_path,
+                                                                                   capfd):
+    from tests.helpers import i3d
+
+    out, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    r = _run(tiny, out, run=i3d)
+    assert r.returncode == 0, r.stderr
+    # a real process with two decoding threads: the skipped videos and the progress line all
+    # reach its stderr, and no decoder wrote there
+    assert "skipping" in r.stderr and "corrupt.mp4: not a readable video" in r.stderr
+    assert "missing.mp4: no such file" in r.stderr and "3/3 loss" in r.stderr
+    assert ".cc:" not in r.stderr, r.stderr
+    # an evaluation that fails (no video readable) says so last, after its skipped videos
+    (tmp_path / "all_bad.txt").write_text(f"{tiny / 'corrupt.mp4'} 0\n{tiny / 'gone.mp4'} 1\n")
+    r = i3d("eval", "--config", SMOKE, f"data.val={tmp_path / 'all_bad.txt'}", "data.workers=2",
+            "--checkpoint", ckpts / "step_00000003.ckpt")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines[-1] == ("i3d: error: no video of the evaluation set "
+                                               "could be read"), r.stderr
+    assert sum("skipping" in line for line in lines) == 2, r.stderr
+    full = _losses(out)
+    assert sorted(full) == [0, 1, 2]
+
+    for extra, words in (((), ("step_00000003.ckpt", "the run finished", "step 3 of 3")),
+                         (("train.steps=4",), ("config.yaml", "train.steps=3, now 4"))):
+        assert _run(tiny, out, *extra, "--resume") == 2
+        expect_error(subprocess.CompletedProcess((), 2, "", capfd.readouterr().err), *words)
+
+    # the newest checkpoint torn (a copy cut short, a disk error): resumed from the one before;
+    # a temporary file a SIGKILL left behind is removed
+    newest = ckpts / "step_00000003.ckpt"
+    newest.write_bytes(newest.read_bytes()[:100_000])
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid: a process that is gone
+    stale = ckpts / f".step_00000004.ckpt.{dead.pid}.0badf00d.tmp"
+    stale.write_bytes(b"half")
+    assert _run(tiny, out, "--resume") == 0
+    err = capfd.readouterr().err
+    assert "i3d: note: skipping" in err and "step_00000003.ckpt" in err, err
+    assert _losses(out)[2] == pytest.approx(full[2], rel=1e-5, abs=1e-6)
+    assert sorted(os.listdir(ckpts)) == [f"step_0000000{s}.ckpt" for s in (1, 2, 3)]
+
+    # eval --csv: an existing file only with --force, and then replaced whole
+    from tests.helpers import call
+
+    csv_path = tmp_path / "val.csv"
+    csv_path.write_text("precious")
+    args = ("eval", "--config", SMOKE, f"data.root={tiny}", "--checkpoint", newest, "--csv",
+            csv_path)
+    assert call(*args) == 2 and csv_path.read_text() == "precious"
+    refused(subprocess.CompletedProcess((), 2, "", capfd.readouterr().err), csv_path,
+            "already exists", "--force")
+    assert call(*args, "--force") == 0
+    assert csv_path.read_text().splitlines()[0] == "video,label,prediction,probability,top5"
+    assert len(csv_path.read_text().splitlines()) == 3  # a row per val video
+    only(tmp_path, "run", "all_bad.txt", "val.csv")
+
+
+_SAVE = """
+import sys
+import numpy as np
+from convert.architecture import DEEPMIND
+from i3d_ms import checkpoint
+print("ready", flush=True)
+checkpoint.save({"w": np.ones(1 << 25, np.float32), "global_step": np.array([1])}, sys.argv[1],
+                1, 2, DEEPMIND)
+"""
+
+
+def test_sigterm_during_a_checkpoint_write_leaves_no_temporary_file(tmp_path):
+    p = limited("-c", _SAVE, tmp_path, popen=True, limit=4 * LIMIT)
+    assert p.stdout.readline() == "ready\n", p.stderr.read()
+    while not os.listdir(tmp_path) and p.poll() is None:
+        time.sleep(0.001)
+    (tmp,) = os.listdir(tmp_path)
+    assert tmp.startswith(".step_00000001.ckpt.") and tmp.endswith(".tmp")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 128 + signal.SIGTERM, p.stderr.read()
+    only(tmp_path)
+
+
+def test_training_checkpoints_record_their_variant(tiny, tmp_path, capsys):
+    """A checkpoint of a run of --variant mindvideo converts as mindvideo, and is refused as
+    another: it never runs silently as deepmind."""
+    from convert.architecture import MINDVIDEO
+    from convert.checkpoints import read_weights
+    from i3d_ms import checkpoint
+    from i3d_ms.config import load_config
+    from i3d_ms.network import build_net
+    from i3d_ms.trainer import Trainer
+    from tests.helpers import call
+
+    cfg = load_config(SMOKE, ["model.final_endpoint=Logits", "model.variant=mindvideo",
+                              "model.weights=scratch", "train.mode=pynative"])
+    trainer = Trainer(build_net(cfg["model"], 2), cfg["train"])
+    path = checkpoint.save(trainer.state(7), str(tmp_path), 7, 1, trainer.net.variant)
+    weights, info = read_weights(path)
+    assert info["variant"] == MINDVIDEO and info["variant_source"] == "recorded"
+    assert call("convert", path, tmp_path / "w.safetensors") == 0
+    assert read_weights(str(tmp_path / "w.safetensors"))[1]["variant"] == MINDVIDEO
+    capsys.readouterr()
+    assert call("convert", path, tmp_path / "x.pt", "--variant", "deepmind") == 2
+    assert call("eval", "--config", SMOKE, f"data.root={tiny}", "model.final_endpoint=Logits",
+                "--checkpoint", path) == 2
+    for line in capsys.readouterr().err.strip().splitlines():
+        assert "records variant mindvideo" in line or "variant mindvideo" in line, line
