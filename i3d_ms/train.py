@@ -135,7 +135,8 @@ def _resumable(cfg: dict, state: dict, path: str) -> dict:
                 then = None
         for key in RESUME_KEYS if isinstance(then, dict) else ():
             section, name = key.split(".")
-            was = (then.get(section) or {}).get(name, cfg[section][name])
+            was = then[section].get(name, cfg[section][name]) if isinstance(
+                then.get(section), dict) else cfg[section][name]
             if was != cfg[section][name]:
                 raise I3DError(f"{saved}: the run was started with {key}={was}, now "
                                f"{cfg[section][name]}: a resume would not continue it; start a "
