@@ -61,7 +61,8 @@ def write_mp4(video: np.ndarray, path: str, fps: int = 25):
 def make_dataset(root: str, classes: int = 4, videos_per_class: int = 48, val_per_class: int = 8,
                  frames: int = 16, height: int = 48, width: int = 64, seed: int = 0,
                  fps: int = 25) -> dict:
-    """Writes ROOT/kinetics-400_{train,val}.csv and ROOT/{train,val}/*.mp4; returns counts.
+    """Writes ROOT/kinetics-400_{train,val}.csv and ROOT/{train,val}/*.mp4 (no val split with
+    `val_per_class` 0), all or nothing; returns counts.
     Kinetics-shaped: frames=300, height=256, width=340, fps=30 (10 s)."""
     if not 2 <= classes <= len(DIRECTIONS):
         raise I3DError(f"--classes must be between 2 and {len(DIRECTIONS)}, got {classes}")
@@ -76,6 +77,9 @@ def make_dataset(root: str, classes: int = 4, videos_per_class: int = 48, val_pe
     counts = {}
     with atomic_folder(root) as tmp:  # the whole dataset or nothing
         for split, per in (("train", videos_per_class), ("val", val_per_class)):
+            counts[split] = per * classes
+            if not per:
+                continue  # no split rather than an empty one (training then has no validation)
             os.makedirs(os.path.join(tmp, split))
             rows = []
             for c, name in enumerate(names):
@@ -90,5 +94,4 @@ def make_dataset(root: str, classes: int = 4, videos_per_class: int = 48, val_pe
                 w = csv.DictWriter(f, FIELDS)
                 w.writeheader()
                 w.writerows(rows)
-            counts[split] = len(rows)
     return {"classes": names, **counts}
