@@ -73,7 +73,7 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
         log = open(log_path, "a")
     t0 = time.perf_counter()
     try:
-        for step, (x, y, flip) in enumerate(batches, start):
+        for step, (x, y, flip) in enumerate(_batches(batches, data), start):
             lr = float(trainer.schedule[step])
             loss, logits, finite = trainer.step(x, y, flip)
             last = step + 1 == t["steps"]
@@ -115,6 +115,16 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
                 open(tmp, "w") as f:
             json.dump(summary, f, indent=1)
     return summary, trainer
+
+
+def _batches(batches, data: TrainSource):
+    """The pipeline's batches; a worker's I3DError as itself, not as MindSpore's wrapping."""
+    try:
+        yield from batches
+    except RuntimeError:
+        if data.failed is not None:
+            raise data.failed from None
+        raise
 
 
 # What fixes a run's trajectory: a resume under other values would not continue it.

@@ -1230,6 +1230,12 @@ def test_resume_after_a_torn_checkpoint_finished_runs_and_stderr_with_two_worker
     assert r.returncode == 2 and lines[-1] == ("i3d: error: no video of the evaluation set "
                                                "could be read"), r.stderr
     assert sum("skipping" in line for line in lines) == 2, r.stderr
+    # and so does a training run (the error comes from a decoding thread, through MindSpore)
+    r = i3d("train", "--config", SMOKE, f"data.train={tmp_path / 'all_bad.txt'}", "data.val=null",
+            "data.workers=2", f"train.out={tmp_path / 'bad_run'}", "train.batch_size=2")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert lines[-1].startswith("i3d: error: no video of this shard can be read (2 skipped; ")
     full = _losses(out)
     assert sorted(full) == [0, 1, 2]
 
@@ -1265,7 +1271,7 @@ def test_resume_after_a_torn_checkpoint_finished_runs_and_stderr_with_two_worker
     assert call(*args, "--force") == 0
     assert csv_path.read_text().splitlines()[0] == "video,label,prediction,probability,top5"
     assert len(csv_path.read_text().splitlines()) == 3  # a row per val video
-    only(tmp_path, "run", "all_bad.txt", "val.csv")
+    only(tmp_path, "run", "bad_run", "all_bad.txt", "val.csv")
 
 
 _SAVE = """

@@ -70,6 +70,7 @@ class TrainSource(_Skips):
             raise I3DError(f"{len(videos)} videos cannot fill a batch of {batch} on each of "
                            f"{world} ranks")
         self.rank, self.world, self.start, self.steps = rank, world, start, steps
+        self.failed = None
 
     def shard(self, epoch: int) -> np.ndarray:
         perm = np.random.default_rng((self.seed, epoch)).permutation(len(self.videos))
@@ -93,7 +94,12 @@ class TrainSource(_Skips):
                 fast=True)
             if clip is not None:
                 return clip[0], np.int32(v.label), np.bool_(clip[1])
-        raise I3DError("no video of this shard can be read")
+        # MindSpore hands a worker's exception on as a multi-line RuntimeError: the training
+        # loop raises this one instead (`failed`)
+        path, why = next(iter(self.bad.items()), ("?", "?"))
+        self.failed = I3DError(f"no video of this shard can be read ({len(self.bad)} skipped; "
+                               f"{path}: {why})")
+        raise self.failed
 
 
 class EvalSource(_Skips):
