@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import reprlib
 
 import yaml
 
@@ -30,6 +31,10 @@ DEFAULTS = {
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes; more is not one
+# A bad value as errors show it: a few items of a few levels (YAML aliases can nest a small
+# file's lists into billions of items, which a plain repr would spell out)
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 60
 
 
 def _int(low, none=False, words=()):
@@ -156,7 +161,7 @@ def _check(cfg: dict, origin: dict):
         want = check(value)
         if want:
             raise I3DError(f"{origin.get(key, 'defaults')}: {key} must be {want}, got "
-                           f"{printable(repr(value))}")
+                           f"{printable(_SHORT.repr(value))}")
     d = cfg["data"]
     if d["crop"] > d["resize"]:
         key = "data.crop" if "data.crop" in origin else "data.resize"

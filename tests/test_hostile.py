@@ -924,7 +924,10 @@ CONFIGS = {  # case: (the YAML text, words its error must hold)
     "empty scales": ("data:\n  scales: []\n", ("data.scales",)),
     "keep prob": ("model:\n  dropout_keep_prob: 0\n", ("model.dropout_keep_prob",)),
     "unknown variant": ("model:\n  variant: deepmind2\n", ("model.variant", "deepmind2")),
-    "binary": ("\x00\x01\x02\xff", ("",)),
+    "binary": ("\x00\x01\x02\xff", ("UTF-8",)),
+    "alias bomb": ("data:\n  scales:\n    - &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)),
+        ("data.scales", "got [[1, 1, 1, 1, ...], [[...], [...]")),  # 9^10 items: shown as a few
 }
 
 
