@@ -92,15 +92,14 @@ def read_kinetics(root: str, split: str) -> list:
     path = _csv(root, split)
     if not os.path.isfile(path):
         raise I3DError(f"{path}: no such file")
-    rows = list(_csv_rows(path))
+    rows = [(n, f"{r['youtube_id']}_{_seconds(path, n, r, 'time_start'):06d}_"
+                f"{_seconds(path, n, r, 'time_end'):06d}.mp4", r.get("label"))
+            for n, r in _csv_rows(path)]
     if not rows:
         raise I3DError(f"{path}: no videos listed")
     index = {name: i for i, name in enumerate(class_names(root))}
     out = []
-    for n, r in rows:
-        name = (f"{r['youtube_id']}_{_seconds(path, n, r, 'time_start'):06d}_"
-                f"{_seconds(path, n, r, 'time_end'):06d}.mp4")
-        label = r.get("label")
+    for n, name, label in rows:
         if label and label not in index:
             raise I3DError(f"{path}:{n}: label {printable(label)!r} is not among the train classes")
         out.append(Video(os.path.join(root, split, name), index[label] if label else -1))
