@@ -1,8 +1,10 @@
 """Hostile and careless input, crafted here at run time (issue 12): forged and bomb files for the
 numpy readers, destinations that must not be clobbered, races, signals, long names, read-only
-and full disks. Every case runs the real `i3d` command under an address-space limit and must
-end with exit status 2, exactly one stderr line naming the file, no traceback and nothing left
-behind: no output, no temporary file."""
+and full disks; on the training side configs, CSVs and list files, videos, checkpoints and
+runs. Every case runs the real `i3d` command under an address-space limit (the MindSpore ones
+several in one process: `each`) and must end with exit status 2, exactly one stderr line naming
+the file (and the line or key), no traceback and nothing left behind: no output, no temporary
+file."""
 from __future__ import annotations
 
 import json
