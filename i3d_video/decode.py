@@ -14,12 +14,12 @@ MindSpore aborts (std::random_device) when it is imported after decord in one pr
 """
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 
 from convert.errors import I3DError, printable
+from convert.fileio import read_prefix
 
 MAX_PIXELS = 1 << 25  # a frame of 8K UHD (7680x4320) fits; an 8000x8000 GIF screen does not
 MAX_ASPECT = 16  # longer side / shorter side: a resize of the shorter side stays small
@@ -48,8 +48,8 @@ def check_frame_size(path: str, height: int, width: int):
 
 
 def _is_gif(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(6) in (b"GIF87a", b"GIF89a")
+    """Also refuses what is not a regular file (a FIFO without blocking on it)."""
+    return read_prefix(path, 6) in (b"GIF87a", b"GIF89a")
 
 
 def read_video(path: str, frames: int | None = None, transform=None) -> np.ndarray:
@@ -65,8 +65,9 @@ def read_video(path: str, frames: int | None = None, transform=None) -> np.ndarr
 
 class VideoFile:
     """An open video: `len(v)` frames; `v.frames(indices, transform)` decodes only what those
-    frames need and hands them to `transform` CHUNK at a time (a sequence of (H, W, 3) uint8
-    frames, in index order) as they arrive, so full-size frames never pile up.
+    frames need and hands them to `transform` a chunk at a time (a sequence of at most CHUNK
+    (H, W, 3) uint8 frames, CHUNK_BYTES in all, in index order) as they arrive, so full-size
+    frames never pile up.
 
     decord decodes real videos (from the keyframe before each run of indices), Pillow GIFs
     (seeking forward, stopping after the last one). With `fast`, PyAV decodes instead, in one
@@ -236,8 +237,6 @@ def _pyav_index(container) -> tuple:
 def open_video(path: str, fast: bool = False) -> VideoFile:
     """The video at `path`, open for `frames()` (see VideoFile for `fast`); one-line I3DError
     if it is missing, not a video, or has no frames."""
-    if not os.path.isfile(path):
-        raise I3DError(f"{path}: no such file")
     try:
         video = VideoFile(path, fast)
     except I3DError:

@@ -1117,7 +1117,10 @@ def test_hostile_videos_are_refused_before_decoding(tmp_path):
         path = tmp_path / f"v{n}.{'gif' if n < 3 else 'mp4'}"
         path.write_bytes(make[0](folder))
         runs.append(("predict", path, "--top", "1"))
-    for r, argv, (_, words) in zip(each(runs, tmp_path, mindspore=False), runs, VIDEOS.values()):
+    os.mkfifo(tmp_path / "fifo.mp4")  # named for what it is, without waiting for a writer
+    runs.append(("predict", tmp_path / "fifo.mp4"))
+    cases = [*VIDEOS.values(), (None, ("is a FIFO",))]
+    for r, argv, (_, words) in zip(each(runs, tmp_path, mindspore=False), runs, cases):
         refused(r, argv[1], *words)
     assert ((tmp_path / "v2.gif").stat().st_size < 200_000
             and (tmp_path / "v0.gif").stat().st_size < 2000)  # bombs: tiny files
