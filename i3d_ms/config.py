@@ -11,6 +11,8 @@ import yaml
 from convert import architecture as arch
 from convert.errors import I3DError, printable
 from convert.fileio import read_prefix
+from i3d_video.clips import PROTOCOLS
+from i3d_video.decode import MAX_FRAMES
 
 DEFAULTS = {
     "data": {"root": None, "train": None, "val": None, "frames": 64, "stride": 1, "resize": 256,
@@ -37,12 +39,12 @@ _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 60
 
 
-def _int(low, none=False, words=()):
-    """An integer >= `low` (not a bool), or None with `none`, or one of `words`."""
+def _int(low, high=None, none=False, words=()):
+    """An integer in [low, high] (not a bool), or None with `none`, or one of `words`."""
     def check(v):
         ok = v in words or (none and v is None) or (
-            isinstance(v, int) and not isinstance(v, bool) and v >= low)
-        what = "a whole number" + (f" >= {low}" if low is not None else "")
+            isinstance(v, int) and not isinstance(v, bool) and low <= v <= (high or v))
+        what = f"a whole number >= {low}" + (f" and <= {high}" if high else "")
         return None if ok else " or ".join([what, *map(repr, words)] + (["null"] if none else []))
     return check
 
@@ -77,9 +79,10 @@ def _scales(v):
 
 SETTINGS = {  # section.key: the check of its value (None when good, else what it must be)
     "data.root": _text(), "data.train": _text(), "data.val": _text(),
-    "data.frames": _int(1), "data.stride": _int(1), "data.resize": _int(1), "data.crop": _int(1),
-    "data.scales": _scales, "data.flip": _flag, "data.clips": _int(1),
-    "data.workers": _int(1, words=("auto",)),
+    # sizes that become allocations are bounded too: a clip decodes at most MAX_FRAMES frames
+    "data.frames": _int(1, MAX_FRAMES), "data.stride": _int(1), "data.resize": _int(1, 4096),
+    "data.crop": _int(1, 4096), "data.scales": _scales, "data.flip": _flag,
+    "data.clips": _int(1, 1000), "data.workers": _int(1, words=("auto",)),
     "model.weights": _text(), "model.num_classes": _int(1, none=True),
     "model.final_endpoint": _one_of(*arch.END_POINTS[:-1]),
     "model.head": _one_of("deepmind", "global"), "model.dropout_keep_prob": _num(0, 1, True),
@@ -94,8 +97,8 @@ SETTINGS = {  # section.key: the check of its value (None when good, else what i
     "train.clip_norm": _num(0), "train.seed": _int(0), "train.checkpoint_every": _int(0),
     "train.keep_checkpoints": _int(0), "train.eval_every": _int(0), "train.log_every": _int(1),
     "train.out": _text(none=False),
-    "eval.protocol": _one_of("centre", "multi", "whole"), "eval.batch_clips": _int(1),
-    "eval.max_frames": _int(1),
+    "eval.protocol": _one_of(*PROTOCOLS), "eval.batch_clips": _int(1),
+    "eval.max_frames": _int(1, MAX_FRAMES),
 }
 
 

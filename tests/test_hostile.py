@@ -913,6 +913,7 @@ def test_training_argument_errors_are_one_line():
 CONFIGS = {  # case: (the YAML text, words its error must hold)
     "negative size": ("data:\n  frames: -3\n", ("data.frames", "-3")),
     "zero batch": ("train:\n  batch_size: 0\n", ("train.batch_size", ">= 1")),
+    "absurd clip": ("data:\n  frames: 100000000\n", ("data.frames", "<= 4096")),
     "wrong type": ("train:\n  steps: ten\n", ("train.steps", "'ten'")),
     "bool as number": ("data:\n  crop: true\n", ("data.crop",)),
     "float steps": ("train:\n  steps: 1.5\n", ("train.steps",)),
