@@ -74,9 +74,14 @@ def test_end_points_on_cuda_match_the_cpu(weights, clip64, fp32_exact):
         assert err < 1e-4 * scale, f"{name}: max abs {err:.2e} (scale {scale:.1f})"
 
 
+POOLS = sorted({(p.kernel, p.stride) for p in arch.LAYERS if isinstance(p, arch.Pool)}
+               | {arch.BRANCH3_POOL})
+
+
 def test_fast_paths_on_cuda_equal_torchs_ops(cuda_model, cricket_clip, fp32_exact):
-    """The unfolded stem against cuDNN's conv3d, and the pools without indices against torch's
-    max_pool3d (bit for bit), on the real stem weights and activations, in both layouts."""
+    """The unfolded stem against cuDNN's conv3d, and the pools (without indices, and training's
+    separable one with its gradient) against torch's max_pool3d, on the real stem weights and
+    activations, in both layouts."""
     from i3d_torch import model as twin
 
     stem = next(u for u in arch.units() if twin.unfolds(u))
@@ -90,14 +95,26 @@ def test_fast_paths_on_cuda_equal_torchs_ops(cuda_model, cricket_clip, fp32_exac
             assert out.is_contiguous(memory_format=fmt)
             assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
             act = torch.relu(ref)
-            for kernel, stride in sorted({(p.kernel, p.stride) for p in arch.LAYERS
-                                          if isinstance(p, arch.Pool)} | {arch.BRANCH3_POOL}):
+            for kernel, stride in POOLS:
                 pads = arch.pool_padding(tuple(act.shape[2:]), kernel, stride)
                 a = twin._window_max(act, pads, kernel, stride)
                 assert torch.equal(a, twin._torch_max_pool(act, pads, kernel, stride))
                 # in the layout of its input (cuDNN may hand the stem's output on as NDHWC)
                 layout = CL if twin._channels_last(act) else torch.contiguous_format
                 assert a.is_contiguous(memory_format=layout)
+        # training's pool, on the conv's output (distinct values: one maximum a window)
+        for kernel, stride in POOLS:
+            pads = arch.pool_padding(tuple(ref.shape[2:]), kernel, stride)
+            outs, grads = [], []
+            for f in (twin._torch_max_pool, twin._separable_max_pool):
+                v = ref.clone().requires_grad_()
+                y = f(v, pads, kernel, stride)
+                y.backward(torch.ones_like(y))
+                outs.append(y.detach())
+                grads.append(v.grad)
+            layout = CL if twin._channels_last(ref) else torch.contiguous_format
+            assert torch.equal(*outs) and outs[1].is_contiguous(memory_format=layout)
+            assert torch.allclose(*grads, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant,dtype,layout", [

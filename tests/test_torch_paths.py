@@ -121,9 +121,42 @@ def test_window_max_is_tf_same_pool_bit_for_bit(kernel, stride):
         assert np.array_equal(twin._max_pool(torch.from_numpy(x), kernel, stride).numpy(), ref)
 
 
+@pytest.mark.parametrize("kernel,stride", POOLS)
+def test_training_pool_is_torchs_pool_forward_and_backward(kernel, stride):
+    """With gradients the pool runs as two max_pool2d (H, W, then T): torch's max_pool3d's
+    output bit for bit and, where the values are distinct, its gradient (sums in another order),
+    in both layouts; in bf16 (ties) every window's gradient still goes to one element. Shapes:
+    even and odd sizes (ceil_mode and symmetric padding), a 1x1 frame, batch 1 and 2."""
+    rng = np.random.RandomState(0)
+    for shape in [(2, 3, 5, 7, 6), (1, 4, 8, 9, 11), (1, 2, 1, 1, 2), (2, 8, 16, 28, 28)]:
+        x = -rng.rand(*shape) - 1  # all negative: a zero pad would show
+        pads = arch.pool_padding(shape[2:], kernel, stride)
+        for layout, dtype in [(torch.contiguous_format, torch.float64), (CL, torch.float32),
+                              (torch.contiguous_format, torch.float32), (CL, torch.bfloat16)]:
+            out, grad = {}, {}
+            for f in (twin._torch_max_pool, twin._separable_max_pool):
+                xt = torch.from_numpy(x).to(dtype).contiguous(memory_format=layout)
+                xt.requires_grad_()
+                out[f] = f(xt, pads, kernel, stride)
+                g = torch.from_numpy(np.random.RandomState(1).rand(*out[f].shape)).to(dtype)
+                out[f].backward(g)
+                grad[f] = xt.grad.double()
+            fast = out[twin._separable_max_pool]
+            assert torch.equal(fast, out[twin._torch_max_pool]), (shape, layout, dtype)
+            if layout is CL and shape[1] > 1 and fast.shape[2:].numel() > 1:
+                assert fast.is_contiguous(memory_format=CL)
+            if dtype == torch.bfloat16:
+                assert torch.isclose(grad[twin._separable_max_pool].sum(), g.double().sum(),
+                                     rtol=1e-2)
+            else:
+                ref = grad[twin._torch_max_pool]
+                assert torch.allclose(grad[twin._separable_max_pool], ref, rtol=0,
+                                      atol=1e-6 * ref.abs().max().item()), (shape, layout, dtype)
+
+
 def test_max_pool_with_gradients_routes_each_to_one_maximum():
-    """Training keeps torch's pool: where a window ties (zeros after a ReLU), its gradient goes
-    to one element, as TF's MaxPoolGrad does, not split among the ties as amax's would be."""
+    """Where a window ties (zeros after a ReLU), its gradient goes to one element, as TF's
+    MaxPoolGrad does, not split among the ties as amax's would be."""
     x = torch.zeros(1, 2, 4, 5, 5, requires_grad=True)
     twin._max_pool(x, (3, 3, 3), (2, 2, 2)).sum().backward()
     assert x.grad.sum().item() == 2 * 2 * 3 * 3
