@@ -27,6 +27,10 @@ def data(video=None, frames=64, workers=(0, 1, 2), repeat=3, clips=8) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         if video is None:
             video = _kinetics_shaped(tmp)
+        else:  # one line naming the file, before any work, if it cannot be read
+            from i3d_video.decode import open_video
+
+            open_video(video).close()
         videos = [Video(video, 0)] * clips
         serial = {"train clip": TrainSource(videos, spec, 1, clips, seed=1),
                   "eval centre clip": EvalSource(videos, spec, "centre", uint8=True),

@@ -18,7 +18,7 @@ import numpy as np
 
 from convert.architecture import NUM_CLASSES
 from convert.errors import I3DError
-from convert.fileio import atomic_output
+from convert.fileio import atomic_output, check_destination
 from convert.labels import labels
 
 from .checkpoint import load_for_eval
@@ -136,6 +136,8 @@ def evaluate(cfg: dict, checkpoint: str, protocol: str | None = None, csv_path=N
     check_labels(videos, classes, source_name(cfg["data"], "val"))
     if names is None and classes == NUM_CLASSES:  # a list file scored by a Kinetics head
         names = labels()
+    if csv_path:  # on every rank, before the ranks join: all refuse alike, none waits
+        check_destination(csv_path, force)
     set_mode(t["mode"], t["device"])
     rank, world = distributed()
     writing = csv_path and rank == 0

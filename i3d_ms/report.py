@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from convert.fileio import atomic_output
+
 
 class Progress:
     """One self-rewriting line on stderr: step, loss, lr, speed and ETA."""
@@ -48,5 +50,6 @@ def plot(log_path: str, png: str):
     for a in ax:
         a.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(png)
+    with atomic_output(png, force=True) as tmp:  # replaced whole: a reader never sees half
+        fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -1004,6 +1004,7 @@ def test_bench_results_are_written_all_or_nothing(tmp_path):
     r = limited("bench", "--suite", "data", "--frameworks", "torch", "--video", missing,
                 "--out", tmp_path, "--name", "t", "--force", limit=2 * LIMIT)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1] == f"i3d: error: {missing}: no such file"  # before any work
     only(tmp_path, "t.md")
     assert (tmp_path / "t.md").read_text() == "precious"
 

@@ -192,6 +192,33 @@ def test_readme_msrun_line_works_as_written(bad_list, tmp_path):
     assert summary["world"] == 2 and summary["steps"] == 2
 
 
+@pytest.mark.slow
+def test_msrun_eval_refuses_an_existing_csv_on_every_rank(bad_list, tmp_path):
+    """`i3d eval --csv` under msrun with the CSV already there: every rank refuses before the
+    ranks join (before, rank 0 alone refused and the others went on scoring until msrun
+    stopped them), each with one line."""
+    assert i3d("train", "--config", SMOKE, *_cfg(bad_list, tmp_path / "run", steps=1),
+               "train.checkpoint_every=1") == 0  # a checkpoint this config evaluates
+    csv_path = tmp_path / "val.csv"
+    csv_path.write_text("precious")
+    venv = os.path.dirname(sys.executable)
+    msrun = os.path.join(venv, "msrun")
+    done = subprocess.run([msrun, "--worker_num=2", "--local_worker_num=2", f"--master_port={_port()}",
+                           f"--log_dir={tmp_path / 'logs'}", "--join=True",
+                           os.path.join(venv, "i3d"), "eval", "--config", SMOKE,
+                           "--checkpoint", tmp_path / "run" / "checkpoints" / "step_00000001.ckpt",
+                           "--csv", csv_path,
+                           f"data.val={bad_list}", "data.train=null"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, PATH=venv + os.pathsep + os.environ["PATH"]))
+    assert done.returncode != 0
+    for rank in (0, 1):
+        lines = (tmp_path / "logs" / f"worker_{rank}.log").read_text().splitlines()
+        assert f"i3d: error: {csv_path}: already exists (use --force to overwrite)" in lines
+        assert not any("Traceback" in line for line in lines)
+    assert csv_path.read_text() == "precious"
+
+
 def _trainer(overrides, seed_params=None):
     from i3d_ms.config import load_config
     from i3d_ms.network import build_net
