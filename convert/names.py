@@ -18,7 +18,6 @@ from typing import Callable
 
 from .architecture import NUM_CLASSES, units
 
-PARAMS = ("w", "b", "gamma", "beta", "mean", "var")
 OIDHW, DHWIO = "OIDHW", "DHWIO"
 
 
