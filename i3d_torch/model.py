@@ -37,7 +37,7 @@ class BatchNorm(nn.Module):
 
 
 def _flat(pads) -> list:
-    """((front, back) of D, H, W) -> F.pad's order (W first)."""
+    """((front, back) of each dim, e.g. D, H, W) -> F.pad's order (last dim first)."""
     return [p for pair in reversed(pads) for p in pair]
 
 
@@ -77,7 +77,7 @@ def _torch_max_pool(x, pads, kernel, stride):
     """torch's 3-D pool, the reference the fast paths are held to."""
     x, pad = _pad(x, pads, float("-inf"))
     if pad and any(2 * p > k for p, k in zip(pad, kernel)):  # torch caps implicit padding at k/2
-        x, pad = F.pad(x, [p for q in reversed(pad) for p in (q, q)], value=float("-inf")), 0
+        x, pad = F.pad(x, _flat([(q, q) for q in pad]), value=float("-inf")), 0
     return F.max_pool3d(x, kernel, stride, pad)
 
 
@@ -101,8 +101,7 @@ def _pool2d(x, sizes, pads, kernel, stride):
     """max_pool2d of a 4-D view as 'SAME' with -inf padding (explicit where it must be)."""
     args = _pool2d_args(sizes, pads, kernel, stride)
     if args is None:
-        x, args = F.pad(x, [p for pair in reversed(pads) for p in pair], value=float("-inf")), \
-            ((0, 0), False)
+        x, args = F.pad(x, _flat(pads), value=float("-inf")), ((0, 0), False)
     return F.max_pool2d(x, kernel, stride, args[0], ceil_mode=args[1])
 
 
