@@ -237,10 +237,15 @@ def read_weights(path: str, variant=None) -> tuple:
                      "metadata": f["metadata"]}
 
 
-def metadata(weights: dict, scheme: str, variant: Variant, source: str, assumed=None) -> dict:
-    meta = {"format": "i3d-parity", "scheme": scheme, "variant": variant.spec,
-            "variant_name": variant.name, "num_classes": str(num_classes(weights)),
+def variant_record(variant: Variant, source: str) -> dict:
+    """What every file this tool writes records: the format tag, the variant, the source."""
+    return {"format": "i3d-parity", "variant": variant.spec, "variant_name": variant.name,
             "source": os.path.basename(source)}
+
+
+def metadata(weights: dict, scheme: str, variant: Variant, source: str, assumed=None) -> dict:
+    meta = {**variant_record(variant, source), "scheme": scheme,
+            "num_classes": str(num_classes(weights))}
     if assumed:
         meta["variant_assumed"] = assumed
     return meta

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import mmap
 import os
 import secrets
@@ -133,6 +134,29 @@ def temp_name(path: str) -> str:
     while len(os.fsencode(base)) > room:
         base = base[:-1]
     return os.path.join(folder, f".{base}{tail}")
+
+
+def remove_stale(folder: str, pattern: str) -> list:
+    """Removes the temporary files (`temp_name`) of writes to `folder`/`pattern` whose process
+    is gone (a SIGKILL leaves them); returns their paths. Live writers' files stay."""
+    gone = []
+    for tmp in glob.glob(os.path.join(folder, f".{pattern}.*.*.tmp")):
+        pid = os.path.basename(tmp).rsplit(".", 3)[-3]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            gone.append(tmp)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 def _create(path: str, replaced: os.stat_result | None) -> str:

@@ -3,14 +3,13 @@ start, evaluation). Checkpoints are MindSpore .ckpt files written by `convert`'s
 under a temporary name, so a kill never leaves a torn one."""
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import sys
 
 import mindspore as ms
 
-from convert.checkpoints import check_recorded, read_weights, resolve
+from convert.checkpoints import check_recorded, read_weights, resolve, variant_record
 from convert.errors import I3DError
 from convert.fileio import atomic_output
 from convert.formats import READERS, WRITERS, detect
@@ -23,45 +22,16 @@ def checkpoints(folder: str) -> list:
     return sorted(glob.glob(os.path.join(folder, "step_*.ckpt")))
 
 
-def recorded(variant) -> dict:
-    """The metadata a training checkpoint records, as `i3d convert` records it in a .ckpt: the
-    numerical variant the run trained, so that converting or predicting with the checkpoint
-    never runs it as another."""
-    return {"format": "i3d-parity", "variant": variant.spec, "variant_name": variant.name,
-            "source": "i3d train"}
-
-
 def save(state: dict, folder: str, step: int, keep: int, variant) -> str:
-    """Written whole or not at all, its variant recorded; only the last `keep` are kept."""
+    """Written whole or not at all, its variant recorded as `i3d convert` records it (so that
+    converting or predicting with it never runs it as another); only the last `keep` are
+    kept."""
     path = os.path.join(folder, f"step_{step:08d}.ckpt")
     with atomic_output(path, force=True) as tmp:
-        WRITERS["mindspore"](state, tmp, recorded(variant))
+        WRITERS["mindspore"](state, tmp, variant_record(variant, "i3d train"))
     for old in checkpoints(folder)[:-keep] if keep > 0 else []:
         os.remove(old)
     return path
-
-
-def remove_stale(folder: str) -> list:
-    """Removes the temporary files of checkpoint writes that a SIGKILL left (their process is
-    gone); returns their paths. Live writers' files are left alone."""
-    gone = []
-    for tmp in glob.glob(os.path.join(folder, ".step_*.ckpt.*.tmp")):
-        pid = os.path.basename(tmp).rsplit(".", 3)[-3]
-        if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            gone.append(tmp)
-    return gone
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's
-        return True
-    return True
 
 
 def latest(folder: str, variant) -> tuple:

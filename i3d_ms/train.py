@@ -20,7 +20,7 @@ import yaml
 
 from convert.architecture import NUM_CLASSES
 from convert.errors import I3DError
-from convert.fileio import atomic_output
+from convert.fileio import atomic_output, remove_stale
 
 from . import checkpoint
 from .config import variant
@@ -61,7 +61,7 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
     start = trainer.restore(state) if resume else 0
     if rank == 0:
         os.makedirs(folder, exist_ok=True)
-        checkpoint.remove_stale(folder)
+        remove_stale(folder, "step_*.ckpt")  # what a SIGKILL mid-write left
         with atomic_output(os.path.join(out, "config.yaml"), force=True) as tmp, open(tmp, "w") as f:
             yaml.safe_dump(cfg, f)
     log_path = os.path.join(out, "train.jsonl")
