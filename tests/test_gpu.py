@@ -78,10 +78,24 @@ POOLS = sorted({(p.kernel, p.stride) for p in arch.LAYERS if isinstance(p, arch.
                | {arch.BRANCH3_POOL})
 
 
+def _bn_train(x, grad):
+    """Output, input gradient and running statistics of the twin's training-mode batch norm."""
+    from i3d_torch import model as twin
+
+    kind = dict(device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
+    stats = [torch.zeros(x.shape[1], **kind), torch.ones(x.shape[1], **kind)]
+    v = x.clone().requires_grad_()
+    y = twin._batch_norm(v, *stats, torch.ones_like(stats[0]), torch.zeros_like(stats[0]), True,
+                         0.1, 1e-3)
+    y.backward(grad)
+    return y.detach(), v.grad, *stats
+
+
 def test_fast_paths_on_cuda_equal_torchs_ops(cuda_model, cricket_clip, fp32_exact):
-    """The unfolded stem against cuDNN's conv3d, and the pools (without indices, and training's
-    separable one with its gradient) against torch's max_pool3d, on the real stem weights and
-    activations, in both layouts."""
+    """The unfolded stem against cuDNN's conv3d, the pools (without indices, and training's
+    separable one with its gradient) against torch's max_pool3d, and training's batch norm
+    (channels_last_3d as a 4-D view) against torch's on contiguous input, on the real stem
+    weights and activations, in both layouts."""
     from i3d_torch import model as twin
 
     stem = next(u for u in arch.units() if twin.unfolds(u))
@@ -115,6 +129,15 @@ def test_fast_paths_on_cuda_equal_torchs_ops(cuda_model, cricket_clip, fp32_exac
             layout = CL if twin._channels_last(ref) else torch.contiguous_format
             assert torch.equal(*outs) and outs[1].is_contiguous(memory_format=layout)
             assert torch.allclose(*grads, rtol=0, atol=1e-5)
+        g = torch.randn_like(ref)
+        for dtype, tol in ((torch.float32, 1e-3), (torch.bfloat16, 2e-2)):
+            a, b = ref.to(dtype), g.to(dtype)
+            got = _bn_train(a.contiguous(memory_format=fmt), b.contiguous(memory_format=fmt))
+            want = _bn_train(a.double().contiguous(), b.double().contiguous())
+            assert got[0].is_contiguous(memory_format=fmt) and got[1].is_contiguous(memory_format=fmt)
+            for name, x, y in zip(("output", "gradient", "mean", "var"), got, want):
+                err = (x.float() - y.float()).abs().max().item()
+                assert err <= tol * y.float().abs().max().item(), (name, dtype, fmt, err)
 
 
 @pytest.mark.parametrize("variant,dtype,layout", [

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import i3d_torch
 from convert import architecture as arch
@@ -53,6 +54,50 @@ def test_batchnorm_without_gamma_trains_as_unit_gamma():
     assert torch.allclose(xt.grad, x2.grad, atol=1e-6) and xt.grad.abs().max() > 0
     assert torch.allclose(bn.bias.grad, beta2.grad, atol=1e-5)
     assert torch.allclose(bn.bias.grad, g.sum((0, 2, 3, 4)), atol=1e-4)  # d(out)/d(beta) = 1
+
+
+class _AtenInputs(TorchDispatchMode):
+    """Records the tensor arguments of more than one dimension of every aten op whose name
+    contains `word`: what torch's kernels are handed, which decides the kernels they pick."""
+
+    def __init__(self, word):
+        super().__init__()
+        self.word, self.seen = word, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.word in func.__name__:
+            self.seen += [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 1]
+        return func(*args, **(kwargs or {}))
+
+
+def test_batchnorm_runs_channels_last_3d_as_4d_channels_last():
+    """The same function in both layouts (float64: forward against numpy, gradients, running
+    statistics, layouts kept), with the channels_last_3d input handed to torch as a 4-D
+    channels_last view (B, C, T*H, W): the layout for which torch's CUDA batch norm picks its
+    fast kernels (it runs channels_last_3d through generic ones)."""
+    rng = np.random.RandomState(0)
+    x, beta = rng.randn(2, 16, 3, 5, 4) * 3 + 1, rng.randn(16)
+    g = torch.from_numpy(rng.randn(*x.shape))
+    results = {}
+    for layout in (torch.contiguous_format, CL):
+        bn = i3d_torch.BatchNorm(16, eps=1e-3, scale=False).double().train()
+        with torch.no_grad():
+            bn.bias.copy_(torch.from_numpy(beta))
+        xt = torch.from_numpy(x).contiguous(memory_format=layout).requires_grad_()
+        with _AtenInputs("batch_norm") as ops:  # forward and backward (input, output gradient)
+            y = bn(xt)
+            y.backward(g.contiguous(memory_format=layout))  # as a conv's would be
+        assert y.is_contiguous(memory_format=layout) and xt.grad.is_contiguous(memory_format=layout)
+        assert len(ops.seen) == 3 and all(a.dim() == (4 if layout is CL else 5) for a in ops.seen)
+        if layout is CL:
+            assert all(a.is_contiguous(memory_format=torch.channels_last) for a in ops.seen)
+        results[layout] = [t.detach() for t in (y, xt.grad, bn.bias.grad, bn.running_mean,
+                                                bn.running_var)]
+    ref = _bn_reference(x, beta, np.zeros(16), np.ones(16), 1e-3, bn.momentum)
+    for got, want in zip(results[CL][:1] + results[CL][3:], ref):
+        assert np.abs(got.numpy() - want).max() < 1e-12
+    for a, b in zip(*results.values()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12 * a.abs().max().item())
 
 
 def test_deepmind_variant_trains(weights):
@@ -178,8 +223,11 @@ def test_time_unfolded_stem_equals_conv3d(weights, cricket_clip, variant):
         g = torch.randn_like(ref)
         (gw_ref,) = torch.autograd.grad((ref * g).sum(), w)
         for layout in (torch.contiguous_format, CL):
-            out = twin._conv_time_unfolded(x.contiguous(memory_format=layout), w, None, pads,
-                                           stem.stride)
+            with _AtenInputs("convolution") as ops:
+                out = twin._conv_time_unfolded(x.contiguous(memory_format=layout), w, None, pads,
+                                               stem.stride)
+            # 3 x 7 = 21 channels, with a zero tap 24: cuDNN's NHWC kernels take multiples of 8
+            assert [a.shape[1] for a in ops.seen] == [24, 24]  # input and kernel
             assert out.shape == ref.shape and out.is_contiguous(memory_format=layout)
             assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
             (gw,) = torch.autograd.grad((out * g).sum(), w)
