@@ -6,7 +6,12 @@ import os
 import subprocess
 import sys
 
+from convert import architecture as arch
+
 I3D = [sys.executable, "-m", "i3d_cli"]
+# every distinct (kernel, stride) of I3D's max-pools, the Mixed blocks' branch pool included
+POOLS = sorted({(p.kernel, p.stride) for p in arch.LAYERS if isinstance(p, arch.Pool)}
+               | {arch.BRANCH3_POOL})
 
 
 def i3d(*args, cwd=None, timeout=900) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import torch
 
 import i3d_torch
 from convert import architecture as arch
-from tests.helpers import ok
+from tests.helpers import POOLS, ok
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -72,10 +72,6 @@ def test_end_points_on_cuda_match_the_cpu(weights, clip64, fp32_exact):
         scale = max(1.0, float(np.abs(cpu[name]).max()))
         err = float(np.abs(cuda[name] - cpu[name]).max())
         assert err < 1e-4 * scale, f"{name}: max abs {err:.2e} (scale {scale:.1f})"
-
-
-POOLS = sorted({(p.kernel, p.stride) for p in arch.LAYERS if isinstance(p, arch.Pool)}
-               | {arch.BRANCH3_POOL})
 
 
 def _bn_train(x, grad):

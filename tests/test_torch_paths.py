@@ -13,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import i3d_torch
 from convert import architecture as arch
 from i3d_torch import model as twin
+from tests.helpers import POOLS
 
 CL = torch.channels_last_3d
 
@@ -140,10 +141,6 @@ def _pool_numpy(x, kernel, stride):
         out[:, :, i, j, k] = xp[:, :, a:a + kernel[0], b:b + kernel[1], c:c + kernel[2]] \
             .max(axis=(2, 3, 4))
     return out
-
-
-POOLS = sorted({(p.kernel, p.stride) for p in arch.LAYERS if isinstance(p, arch.Pool)}
-               | {arch.BRANCH3_POOL})
 
 
 @pytest.mark.parametrize("kernel,stride", POOLS)

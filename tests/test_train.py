@@ -116,6 +116,16 @@ def _port():
         return s.getsockname()[1]
 
 
+def _msrun(tmp_path, *command, timeout=300) -> subprocess.CompletedProcess:
+    """`msrun` with 2 local workers running COMMAND, logs in tmp_path/logs, the venv on PATH."""
+    venv = os.path.dirname(sys.executable)
+    return subprocess.run([os.path.join(venv, "msrun"), "--worker_num=2", "--local_worker_num=2",
+                           f"--master_port={_port()}", f"--log_dir={tmp_path / 'logs'}",
+                           "--join=True", *map(str, command)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PATH=venv + os.pathsep + os.environ["PATH"]))
+
+
 @pytest.mark.slow
 def test_two_msrun_workers_fp16_skip_alike_and_evaluate_a_shard_each(bad_list, tmp_path):
     """Data parallel over msrun's workers (CPU collectives): fp16 with dynamic loss scaling,
@@ -141,14 +151,9 @@ def test_two_msrun_workers_fp16_skip_alike_and_evaluate_a_shard_each(bad_list, t
     videos = [line.split()[0] for line in bad_list.read_text().splitlines()]
     val = tmp_path / "val.txt"
     val.write_text("".join(f"{path} {i % 4}\n" for i, path in enumerate(videos[:5] + videos[8:9])))
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    msrun = os.path.join(os.path.dirname(sys.executable), "msrun")
-    done = subprocess.run([msrun, "--worker_num=2", "--local_worker_num=2", f"--master_port={_port()}",
-                           f"--log_dir={tmp_path / 'logs'}", "--join=True", launcher,
-                           *_cfg(bad_list, tmp_path / "run", steps=4), f"data.val={val}",
-                           "train.precision=fp16", "train.loss_scale=dynamic",
-                           "train.loss_scale_init=262144"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = _msrun(tmp_path, launcher, *_cfg(bad_list, tmp_path / "run", steps=4),
+                  f"data.val={val}", "train.precision=fp16", "train.loss_scale=dynamic",
+                  "train.loss_scale_init=262144")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     a, b = np.load(tmp_path / "rank0of2.npz"), np.load(tmp_path / "rank1of2.npz")
     assert len(a.files) == 9 and sorted(a.files) == sorted(b.files)
@@ -201,16 +206,10 @@ def test_msrun_eval_refuses_an_existing_csv_on_every_rank(bad_list, tmp_path):
                "train.checkpoint_every=1") == 0  # a checkpoint this config evaluates
     csv_path = tmp_path / "val.csv"
     csv_path.write_text("precious")
-    venv = os.path.dirname(sys.executable)
-    msrun = os.path.join(venv, "msrun")
-    done = subprocess.run([msrun, "--worker_num=2", "--local_worker_num=2", f"--master_port={_port()}",
-                           f"--log_dir={tmp_path / 'logs'}", "--join=True",
-                           os.path.join(venv, "i3d"), "eval", "--config", SMOKE,
-                           "--checkpoint", tmp_path / "run" / "checkpoints" / "step_00000001.ckpt",
-                           "--csv", csv_path,
-                           f"data.val={bad_list}", "data.train=null"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=240,
-                          env=dict(os.environ, PATH=venv + os.pathsep + os.environ["PATH"]))
+    done = _msrun(tmp_path, os.path.join(os.path.dirname(sys.executable), "i3d"), "eval",
+                  "--config", SMOKE, "--checkpoint",
+                  tmp_path / "run" / "checkpoints" / "step_00000001.ckpt", "--csv", csv_path,
+                  f"data.val={bad_list}", "data.train=null")
     assert done.returncode != 0
     for rank in (0, 1):
         lines = (tmp_path / "logs" / f"worker_{rank}.log").read_text().splitlines()
