@@ -4,7 +4,7 @@ undone, in one process, alternating rounds of 10 steps (the best round counts). 
 torch.profiler table of where the step's GPU time goes, and the step with the model under
 torch.compile (channels_last_3d; its warm-up is reported).
 
-    python3 -m benchmarks.train_ab [--rounds 3] [--profile DIR] [--compile]
+    python3 -m benchmarks.train_ab [--rounds 3] [--profile DIR [--force]] [--compile]
 
 Run on the GPU machine as set up for `make gpu-check` (README, GPU); `--device cpu` with a small
 `--size` and `--frames` checks the script itself."""
@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 import i3d_torch
 from convert.checkpoints import read_weights
+from convert.errors import I3DError
+from convert.fileio import atomic_output, check_destination
 from i3d_torch import model as twin
 
 # change -> (the twin's module attribute, its value before the change)
@@ -65,7 +67,7 @@ def _as(change: str | None):
         setattr(twin, attr, before if name == change else NOW[attr])
 
 
-def _profile(step, out: str):
+def _profile(step, path: str, force: bool):
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(3):
@@ -81,8 +83,7 @@ def _profile(step, out: str):
     total = sum(kernels.values())
     lines = [f"{t / 3e3:8.2f} ms/step {100 * t / total:5.1f}%  {k[:150]}"
              for k, t in sorted(kernels.items(), key=lambda kv: -kv[1])[:50]]
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "train-kernels.txt"), "w") as f:
+    with atomic_output(path, force) as tmp, open(tmp, "w") as f:
         f.write(f"# GPU kernels of the bf16 channels_last_3d training step, {total / 3e3:.1f} ms "
                 f"a step in all\n" + "\n".join(lines) + "\n")
     print("\n".join(lines[:25]), flush=True)
@@ -91,14 +92,34 @@ def _profile(step, out: str):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="train_ab", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--profile", metavar="DIR", help="write DIR/train-kernels.txt")
+    p.add_argument("--profile", metavar="DIR", help="write DIR/train-kernels.txt (CUDA)")
+    p.add_argument("--force", action="store_true", help="replace an earlier train-kernels.txt")
     p.add_argument("--compile", action="store_true", help="add the torch.compile row")
     args = p.parse_args(argv)
+    for name in ("rounds", "batch", "frames", "size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.profile:  # refused before the run, not after it
+        folder, args.profile = args.profile, os.path.join(args.profile, "train-kernels.txt")
+        try:
+            if os.path.lexists(folder):
+                check_destination(args.profile, args.force)
+        except I3DError as e:
+            p.exit(2, f"train_ab: error: {e}\n")
     cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        p.error(f"no CUDA device (torch {torch.__version__}); --device cpu checks the script")
+    if args.profile and not cuda:
+        p.error("--profile times CUDA kernels: it needs --device cuda")
+    if args.profile:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            p.exit(2, f"train_ab: error: {folder}: {e.strerror}\n")
     torch.backends.cudnn.benchmark = True
     print(f"{torch.cuda.get_device_name(0) if cuda else args.device}, torch {torch.__version__}, "
           f"cuDNN {torch.backends.cudnn.version()}; train bf16 batch {args.batch} "
@@ -125,7 +146,7 @@ def main(argv=None):
                   f"({best * 1e3:.1f} ms/step; rounds {[round(t * 1e3, 1) for t in ts]}{peak})",
                   flush=True)
         if args.profile and fmt is torch.channels_last_3d and cuda:
-            _profile(step, args.profile)
+            _profile(step, args.profile, args.force)
         del step
         if cuda:
             torch.cuda.empty_cache()

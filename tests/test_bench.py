@@ -1,5 +1,7 @@
 """The benchmark machinery: FLOPs from the table, and a small real run of `i3d bench`."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -54,3 +56,21 @@ def test_bench_train_honours_dtype_and_ops_compares_the_fast_paths(tmp_path):
     assert all(r["median_s"] > 0 and r["clip"] == "8x32x32" for r in ops.values())
     md = (tmp_path / "t.md").read_text()
     assert "| torch eager | bfloat16 | 8x40x40 | 2 |" in md and "| stem: conv3d |" in md
+
+
+def test_train_ab_refuses_bad_arguments_before_any_work(tmp_path):
+    """benchmarks/train_ab.py (a script, with argparse's usage as gpu_check has it): bad
+    numbers, a kernels file it would overwrite (refused before the run, without --force), no
+    CUDA for the profile: exit 2, no traceback, the last line says why; nothing is written."""
+    (tmp_path / "train-kernels.txt").write_text("precious")
+    cases = [(("--rounds", "0"), "--rounds must be at least 1"),
+             (("--device", "cpu", "--size", "-3"), "--size must be at least 1"),
+             (("--profile", tmp_path), "already exists (use --force to overwrite)"),
+             (("--device", "cpu", "--profile", tmp_path / "new"), "needs --device cuda")]
+    for argv, words in cases:
+        r = subprocess.run([sys.executable, "-m", "benchmarks.train_ab", *map(str, argv)],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.splitlines()[-1].startswith("train_ab: error: ") and words in r.stderr
+    assert (tmp_path / "train-kernels.txt").read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["train-kernels.txt"]
