@@ -23,6 +23,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
+from convert.errors import ArgumentParser
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ("gpu-check.json", "gpu-check.md", "gpu-check.png", "gpu-tests.log", "gpu-tests.xml")
 # The bench: DeepMind's clip at the GPU defaults of `i3d bench --device cuda`.
@@ -107,7 +109,7 @@ def _markdown(check: dict, bench_md: str | None) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="folder for the results (created if missing)")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for all phases")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
@@ -115,6 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--phase", choices=("bench", "compile"), help=argparse.SUPPRESS)
     p.add_argument("--part", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if not 0 < args.budget < float("inf"):
+        p.error(f"--budget must be a number of seconds above 0, got {args.budget}")
     if args.phase:
         _phase_bench(args.part, args.phase == "compile")
         return 0

@@ -10,7 +10,6 @@ Run on the GPU machine as set up for `make gpu-check` (README, GPU); `--device c
 `--size` and `--frames` checks the script itself."""
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 import i3d_torch
 from convert.checkpoints import read_weights
-from convert.errors import I3DError
+from convert.errors import ArgumentParser, I3DError
 from convert.fileio import atomic_output, check_destination
 from i3d_torch import model as twin
 
@@ -90,7 +89,7 @@ def _profile(step, path: str, force: bool):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="train_ab", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="train_ab", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--batch", type=int, default=8)

@@ -9,22 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convert.errors import I3DError, printable
+from convert.errors import ArgumentParser, I3DError, printable
 
 from . import bench, parity, predict, training, weights
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line (the usage is one `--help` away)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from i3d_video import SAMPLE
 
-    p = _Parser(prog="i3d", description="I3D in MindSpore and PyTorch: "
+    p = ArgumentParser(prog="i3d", description="I3D in MindSpore and PyTorch: "
                 "predict, convert, check parity, benchmark, train.")
     sub = p.add_subparsers(dest="command", required=True)
     predict.register(sub, SAMPLE)

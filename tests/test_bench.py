@@ -1,7 +1,5 @@
 """The benchmark machinery: FLOPs from the table, and a small real run of `i3d bench`."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -58,19 +56,29 @@ def test_bench_train_honours_dtype_and_ops_compares_the_fast_paths(tmp_path):
     assert "| torch eager | bfloat16 | 8x40x40 | 2 |" in md and "| stem: conv3d |" in md
 
 
-def test_train_ab_refuses_bad_arguments_before_any_work(tmp_path):
-    """benchmarks/train_ab.py (a script, with argparse's usage as gpu_check has it): bad
-    numbers, a kernels file it would overwrite (refused before the run, without --force), no
-    CUDA for the profile: exit 2, no traceback, the last line says why; nothing is written."""
-    (tmp_path / "train-kernels.txt").write_text("precious")
-    cases = [(("--rounds", "0"), "--rounds must be at least 1"),
-             (("--device", "cpu", "--size", "-3"), "--size must be at least 1"),
-             (("--profile", tmp_path), "already exists (use --force to overwrite)"),
-             (("--device", "cpu", "--profile", tmp_path / "new"), "needs --device cuda")]
-    for argv, words in cases:
-        r = subprocess.run([sys.executable, "-m", "benchmarks.train_ab", *map(str, argv)],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.splitlines()[-1].startswith("train_ab: error: ") and words in r.stderr
-    assert (tmp_path / "train-kernels.txt").read_text() == "precious"
-    assert [p.name for p in tmp_path.iterdir()] == ["train-kernels.txt"]
+def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys):
+    """benchmarks/train_ab.py and gpu_check.py: bad numbers, results they would overwrite
+    (without --force), a file for a folder, no CUDA for the profile: exit 2 and one line on
+    stderr saying why, before any work; nothing is written."""
+    from benchmarks import gpu_check, train_ab
+
+    for name in ("train-kernels.txt", "gpu-check.json"):
+        (tmp_path / name).write_text("precious")
+    cases = [(train_ab, ("--rounds", "0"), "train_ab: error: --rounds must be at least 1"),
+             (train_ab, ("--rounds", "x"), "train_ab: error: argument --rounds: invalid int"),
+             (train_ab, ("--device", "cpu", "--size", "-3"), "--size must be at least 1"),
+             (train_ab, ("--profile", tmp_path), "already exists (use --force to overwrite)"),
+             (train_ab, ("--device", "cpu", "--profile", tmp_path / "new"), "needs --device cuda"),
+             (gpu_check, (tmp_path,), "gpu_check: error: "),
+             (gpu_check, (tmp_path / "gpu-check.json",), "not a folder"),
+             (gpu_check, (tmp_path / "new", "--budget", "nan"), "--budget must be a number"),
+             (gpu_check, (tmp_path / "new", "--budget", "0"), "--budget must be a number")]
+    for script, argv, words in cases:
+        try:
+            code = script.main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1 and words in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-check.json", "train-kernels.txt"]
+    assert {p.read_text() for p in tmp_path.iterdir()} == {"precious"}
