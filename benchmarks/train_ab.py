@@ -1,6 +1,7 @@
 """A/B on CUDA of the torch twin's training step (bf16 autocast, batch 8, 64x224x224, SGD with
 momentum), in both layouts: the step as it is against the step with one of its speed changes
-undone, in one process, alternating rounds of 10 steps (the best round counts). Optionally a
+undone or one candidate change tried (`AB`), in one process, alternating rounds of 10 steps
+(the best round counts). Optionally a
 torch.profiler table of where the step's GPU time goes, and the step with the model under
 torch.compile (channels_last_3d; its warm-up is reported).
 
@@ -22,13 +23,27 @@ from convert.errors import ArgumentParser, I3DError
 from convert.fileio import atomic_output, check_destination
 from i3d_torch import model as twin
 
-# change -> (the twin's module attribute, its value before the change)
-UNDO = {
-    "pools as torch's max_pool3d": ("_separable_max_pool", twin._torch_max_pool),
-    "batch norm on channels_last_3d as is": ("_batch_norm", F.batch_norm),
-    "stem unfolded to 21 channels (no zero tap)": ("UNFOLD_ALIGN", 1),
+
+
+def _pointwise_conv2d(x, weight, bias, pads, stride):
+    """A candidate: a 1x1x1 conv of stride 1 as conv2d on the 4-D view (B, C, T*H, W) (free in
+    either layout, as batch norm's), where cuDNN has its most tuned kernels; other convs as
+    the twin's `_conv3d`."""
+    if weight.shape[2:] != (1, 1, 1) or tuple(stride) != (1, 1, 1):
+        return NOW["_conv3d"](x, weight, bias, pads, stride)
+    t, h = x.shape[2:4]
+    return F.conv2d(x.flatten(2, 3), weight[:, :, 0], bias).unflatten(2, (t, h))
+
+
+# row -> (the twin's module attribute, its value in that row): "undo" rows set one of the
+# twin's speed changes back, "try" rows apply a candidate that is not in the twin.
+AB = {
+    "undo: pools as torch's max_pool3d": ("_separable_max_pool", twin._torch_max_pool),
+    "undo: batch norm on channels_last_3d as is": ("_batch_norm", F.batch_norm),
+    "undo: stem unfolded to 21 channels": ("UNFOLD_ALIGN", 1),
+    "try: 1x1x1 convs as conv2d on (B, C, T*H, W)": ("_conv3d", _pointwise_conv2d),
 }
-NOW = {attr: getattr(twin, attr) for attr, _ in UNDO.values()}
+NOW = {attr: getattr(twin, attr) for attr, _ in AB.values()}
 LAYOUTS = {"channels_last_3d": torch.channels_last_3d, "contiguous": torch.contiguous_format}
 
 
@@ -60,10 +75,10 @@ def _timed(step, sync, steps=10) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def _as(change: str | None):
-    """Set the twin's attributes for `change` undone (None: the step as it is)."""
-    for name, (attr, before) in UNDO.items():
-        setattr(twin, attr, before if name == change else NOW[attr])
+def _as(row: str | None):
+    """Set the twin's attributes for the A/B `row` (None: the step as it is)."""
+    for name, (attr, value) in AB.items():
+        setattr(twin, attr, value if name == row else NOW[attr])
 
 
 def _profile(step, path: str, force: bool):
@@ -127,7 +142,7 @@ def main(argv=None):
     weights = read_weights("default")[0]
     for layout, fmt in LAYOUTS.items():
         step = _stepper(weights, fmt, args)
-        times: dict = {None: [], **{c: [] for c in UNDO}}
+        times: dict = {None: [], **{c: [] for c in AB}}
         peaks: dict = {}
         for _ in range(args.rounds):
             for change in times:
@@ -141,7 +156,7 @@ def main(argv=None):
         for change, ts in times.items():
             best = min(ts)
             peak = f"; peak {peaks[change]:.1f} GB" if cuda else ""
-            print(f"{layout:16s} {change or 'as it is':44s} {args.batch / best:6.1f} clips/s "
+            print(f"{layout:16s} {change or 'as it is':46s} {args.batch / best:6.1f} clips/s "
                   f"({best * 1e3:.1f} ms/step; rounds {[round(t * 1e3, 1) for t in ts]}{peak})",
                   flush=True)
         if args.profile and fmt is torch.channels_last_3d and cuda:
@@ -156,7 +171,7 @@ def main(argv=None):
         sync()
         warm = time.perf_counter() - start
         ts = [_timed(step, sync) for _ in range(args.rounds)]
-        print(f"{'channels_last_3d':16s} {'as it is, torch.compile':44s} "
+        print(f"{'channels_last_3d':16s} {'as it is, torch.compile':46s} "
               f"{args.batch / min(ts):6.1f} clips/s ({min(ts) * 1e3:.1f} ms/step; rounds "
               f"{[round(t * 1e3, 1) for t in ts]}; first step {warm:.0f} s)", flush=True)
 

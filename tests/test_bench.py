@@ -3,10 +3,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import i3d_torch
 from convert import architecture as arch
+from i3d_torch import model as twin
 from tests.helpers import ok
 
 
@@ -82,3 +84,24 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
         assert code == 2 and len(err.splitlines()) == 1 and words in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-check.json", "train-kernels.txt"]
     assert {p.read_text() for p in tmp_path.iterdir()} == {"precious"}
+
+
+def test_train_ab_candidate_is_the_same_convolution():
+    """train_ab's "try" row must time the twin's function: the 1x1x1 convs as conv2d on the
+    (B, C, T*H, W) view give conv3d's values (float64) in both layouts and keep the layout;
+    other convs pass through to the twin's own."""
+    from benchmarks import train_ab
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 3, 5, 4, generator=g, dtype=torch.float64)
+    pointwise = torch.randn(8, 16, 1, 1, 1, generator=g, dtype=torch.float64)
+    spatial = torch.randn(8, 16, 1, 3, 3, generator=g, dtype=torch.float64)
+    bias = torch.randn(8, generator=g, dtype=torch.float64)
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        xf = x.contiguous(memory_format=fmt)
+        y = train_ab._pointwise_conv2d(xf, pointwise, bias, ((0, 0),) * 3, (1, 1, 1))
+        assert y.is_contiguous(memory_format=fmt)
+        assert torch.allclose(y, F.conv3d(x, pointwise, bias), rtol=0, atol=1e-12)
+        pads = ((0, 0), (1, 1), (1, 1))
+        assert torch.equal(train_ab._pointwise_conv2d(xf, spatial, None, pads, (1, 1, 1)),
+                           twin._conv3d(xf, spatial, None, pads, (1, 1, 1)))
