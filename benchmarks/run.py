@@ -120,7 +120,8 @@ def markdown(result: dict) -> str:
             lines.append("|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
                 peak = f"{r['peak_gb']:.1f}" if "peak_gb" in r else "-"
-                name = r["name"] + (f" (first call {r['warmup_s']:.0f} s)" if "warmup_s" in r else "")
+                first = f" (first call {r['warmup_s']:.0f} s)" if "warmup_s" in r else ""
+                name = r["name"] + first
                 lines.append(f"| {name} | {r.get('dtype', '')} | {r.get('clip', '')} | "
                              f"{r['batch']} | {r['median_s']:.4f} | {r['min_s']:.4f}-"
                              f"{r['max_s']:.4f} | {r['clips_per_s']:.2f} | {r['gflops']:.0f} | "

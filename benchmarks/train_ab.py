@@ -1,11 +1,10 @@
 """A/B on CUDA of the torch twin's training step (bf16 autocast, batch 8, 64x224x224, SGD with
 momentum), in both layouts: the step as it is against the step with one of its speed changes
 undone or one candidate change tried (`AB`), in one process, alternating rounds of 10 steps
-(the best round counts). Optionally a
-torch.profiler table of where the step's GPU time goes, and the step with the model under
-torch.compile (channels_last_3d; its warm-up is reported).
+(the best round counts); optionally a torch.profiler table of where the step's GPU time goes.
+The step under torch.compile is a row of `i3d bench --device cuda` (and `make gpu-check`).
 
-    python3 -m benchmarks.train_ab [--rounds 3] [--profile DIR [--force]] [--compile]
+    python3 -m benchmarks.train_ab [--rounds 3] [--profile DIR [--force]]
 
 Run on the GPU machine as set up for `make gpu-check` (README, GPU); `--device cpu` with a small
 `--size` and `--frames` checks the script itself."""
@@ -22,7 +21,6 @@ from convert.checkpoints import read_weights
 from convert.errors import ArgumentParser, I3DError
 from convert.fileio import atomic_output, check_destination
 from i3d_torch import model as twin
-
 
 
 def _pointwise_conv2d(x, weight, bias, pads, stride):
@@ -47,10 +45,9 @@ NOW = {attr: getattr(twin, attr) for attr, _ in AB.values()}
 LAYOUTS = {"channels_last_3d": torch.channels_last_3d, "contiguous": torch.contiguous_format}
 
 
-def _stepper(weights, fmt, args, compiled=False):
+def _stepper(weights, fmt, args):
     model = i3d_torch.build(weights, head="global").to(args.device, memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    forward = torch.compile(model) if compiled else model
     x = torch.rand(args.batch, 3, args.frames, args.size, args.size, device=args.device)
     x = x.mul(2).sub(1).contiguous(memory_format=fmt)
     y = torch.randint(0, model.num_classes, (args.batch,), device=args.device)
@@ -58,7 +55,7 @@ def _stepper(weights, fmt, args, compiled=False):
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(args.device, torch.bfloat16):
-            loss = F.cross_entropy(forward(x), y)
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
     return step
@@ -112,7 +109,6 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--profile", metavar="DIR", help="write DIR/train-kernels.txt (CUDA)")
     p.add_argument("--force", action="store_true", help="replace an earlier train-kernels.txt")
-    p.add_argument("--compile", action="store_true", help="add the torch.compile row")
     args = p.parse_args(argv)
     for name in ("rounds", "batch", "frames", "size"):
         if getattr(args, name) < 1:
@@ -164,16 +160,6 @@ def main(argv=None):
         del step
         if cuda:
             torch.cuda.empty_cache()
-    if args.compile:
-        step = _stepper(weights, torch.channels_last_3d, args, compiled=True)
-        start = time.perf_counter()
-        step()
-        sync()
-        warm = time.perf_counter() - start
-        ts = [_timed(step, sync) for _ in range(args.rounds)]
-        print(f"{'channels_last_3d':16s} {'as it is, torch.compile':46s} "
-              f"{args.batch / min(ts):6.1f} clips/s ({min(ts) * 1e3:.1f} ms/step; rounds "
-              f"{[round(t * 1e3, 1) for t in ts]}; first step {warm:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from i3d_video import SAMPLE
 
     p = ArgumentParser(prog="i3d", description="I3D in MindSpore and PyTorch: "
-                "predict, convert, check parity, benchmark, train.")
+                       "predict, convert, check parity, benchmark, train.")
     sub = p.add_subparsers(dest="command", required=True)
     predict.register(sub, SAMPLE)
     weights.register(sub)

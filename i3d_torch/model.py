@@ -38,12 +38,12 @@ class BatchNorm(nn.Module):
 
 def _batch_norm(x, mean, var, weight, bias, training, momentum, eps):
     """F.batch_norm, a channels_last_3d input handed over in the layout where torch computes it
-    best. On CUDA, as a 4-D channels_last view (B, C, T*H, W), the same per-channel statistics:
+    best: as a 4-D channels_last view (B, C, T*H, W), the same per-channel statistics, since
     torch's CUDA batch norm has fast kernels for channels_last but runs channels_last_3d
     through generic reductions (H200, bf16 training step: 5.8 ms in the forward statistics'
-    Welford reduction, 12 ms in batch norm all told). On the CPU in float32 training, as
-    NCDHW: torch's CPU channels-last statistics lose precision (the stem's output on the
-    sample clip: relative errors 6e-5 in the output, 2e-4 in the variance, against 1e-7)."""
+    Welford reduction, 12 ms in batch norm all told); but as NCDHW for float32 training on the
+    CPU, whose channels-last statistics lose precision (the stem's output on the sample clip:
+    relative errors 6e-5 in the output, 2e-4 in the variance, against 1e-7 for NCDHW)."""
     args = (mean, var, weight, bias, training, momentum, eps)
     if x.dim() != 5 or not _channels_last(x):
         return F.batch_norm(x, *args)
