@@ -726,8 +726,11 @@ def test_several_outputs_are_all_or_nothing(tmp_path):
 
 
 _WRITER = """
-import sys, time
+import signal, sys, time
 from convert.fileio import atomic_output, atomic_outputs
+# Ctrl-C as at a terminal, also where the suite was started with SIGINT ignored (a background
+# job of a non-interactive shell): Python then installs no KeyboardInterrupt handler itself
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with atomic_output(sys.argv[1]) as tmp:
     open(tmp, "wb").write(bytes(1 << 20))
     print("ready", flush=True)
