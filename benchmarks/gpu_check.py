@@ -137,11 +137,14 @@ def main(argv=None) -> int:
     left = lambda: args.budget - (time.monotonic() - start)  # noqa: E731
     out = os.path.abspath(args.out)
     clash = [f for f in FILES if os.path.exists(os.path.join(out, f))]
-    if os.path.exists(out) and not os.path.isdir(out) or clash and not args.force:
-        print(f"gpu_check: error: {out}: {'holds ' + clash[0] if clash else 'not a folder'} "
-              "(use --force to overwrite)", file=sys.stderr)
-        return 2
-    os.makedirs(out, exist_ok=True)
+    if os.path.exists(out) and not os.path.isdir(out):
+        p.exit(2, f"gpu_check: error: {out}: not a folder\n")
+    if clash and not args.force:
+        p.exit(2, f"gpu_check: error: {out}: holds {clash[0]} (use --force to overwrite)\n")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:  # a file on the way, no permission
+        p.exit(2, f"gpu_check: error: {out}: {e.strerror}\n")
 
     import numpy
     import torch

@@ -60,8 +60,8 @@ def test_bench_train_honours_dtype_and_ops_compares_the_fast_paths(tmp_path):
 
 def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys):
     """benchmarks/train_ab.py and gpu_check.py: bad numbers, results they would overwrite
-    (without --force), a file for a folder, no CUDA for the profile: exit 2 and one line on
-    stderr saying why, before any work; nothing is written."""
+    (without --force), a file for a folder or on its way, no CUDA for the profile: exit 2 and
+    one line on stderr saying why, before any work; nothing is written."""
     from benchmarks import gpu_check, train_ab
 
     for name in ("train-kernels.txt", "gpu-check.json"):
@@ -73,6 +73,7 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
              (train_ab, ("--device", "cpu", "--profile", tmp_path / "new"), "needs --device cuda"),
              (gpu_check, (tmp_path,), "gpu_check: error: "),
              (gpu_check, (tmp_path / "gpu-check.json",), "not a folder"),
+             (gpu_check, (tmp_path / "gpu-check.json" / "out",), "Not a directory"),
              (gpu_check, (tmp_path / "new", "--budget", "nan"), "--budget must be a number"),
              (gpu_check, (tmp_path / "new", "--budget", "0"), "--budget must be a number")]
     for script, argv, words in cases:
