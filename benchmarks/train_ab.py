@@ -24,13 +24,11 @@ from i3d_torch import model as twin
 
 
 def _pointwise_conv2d(x, weight, bias, pads, stride):
-    """A candidate: a 1x1x1 conv of stride 1 as conv2d on the 4-D view (B, C, T*H, W) (free in
-    either layout, as batch norm's), where cuDNN has its most tuned kernels; other convs as
-    the twin's `_conv3d`."""
+    """A candidate: a 1x1x1 conv of stride 1 as conv2d on the twin's 4-D view (B, C, T*H, W),
+    as its batch norm runs; other convs as the twin's `_conv3d`."""
     if weight.shape[2:] != (1, 1, 1) or tuple(stride) != (1, 1, 1):
         return NOW["_conv3d"](x, weight, bias, pads, stride)
-    t, h = x.shape[2:4]
-    return F.conv2d(x.flatten(2, 3), weight[:, :, 0], bias).unflatten(2, (t, h))
+    return twin.on_4d(x, lambda v: F.conv2d(v, weight[:, :, 0], bias))
 
 
 # row -> (the twin's module attribute, its value in that row): "undo" rows set one of the
