@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import i3d_torch
+from convert import architecture as arch
 from convert.checkpoints import read_weights
 from convert.errors import ArgumentParser, I3DError
 from convert.fileio import atomic_output, check_destination
@@ -27,19 +28,52 @@ def _pointwise_conv2d(x, weight, bias, pads, stride):
     """A candidate: a 1x1x1 conv of stride 1 as conv2d on the twin's 4-D view (B, C, T*H, W),
     as its batch norm runs; other convs as the twin's `_conv3d`."""
     if weight.shape[2:] != (1, 1, 1) or tuple(stride) != (1, 1, 1):
-        return NOW["_conv3d"](x, weight, bias, pads, stride)
+        return NOW[twin, "_conv3d"](x, weight, bias, pads, stride)
     return twin.on_4d(x, lambda v: F.conv2d(v, weight[:, :, 0], bias))
 
 
-# row -> (the twin's module attribute, its value in that row): "undo" rows set one of the
-# twin's speed changes back, "try" rows apply a candidate that is not in the twin.
+def _mixed_fused_pointwise(self, x):
+    """A candidate Mixed block: the three 1x1x1 units that read x (b0, b1a, b2a) as one conv
+    with their kernels stacked, then one batch norm and ReLU over the stacked channels (both
+    per channel, so the same function; the running statistics go back to each unit), split
+    for the branches. One read of x and one GEMM instead of three, forward and backward."""
+    units = (self.b0, self.b1a, self.b2a)
+    sizes = [u.unit.cout for u in units]
+    bns = [u.bn for u in units]
+    y = twin._conv3d(x, torch.cat([u.conv.weight for u in units]), None, ((0, 0),) * 3,
+                     (1, 1, 1))
+    mean = torch.cat([b.running_mean for b in bns])
+    var = torch.cat([b.running_var for b in bns])
+    bias = torch.cat([b.bias for b in bns])
+    weight = None if bns[0].weight is None else torch.cat([b.weight for b in bns])
+    training = bns[0].training
+    if weight is None and training:  # as twin.BatchNorm: CUDA's training kernels need a scale
+        weight = torch.ones_like(bias)
+    y = F.relu(twin._batch_norm(y, mean, var, weight, bias, training, bns[0].momentum,
+                                bns[0].eps))
+    if training:
+        with torch.no_grad():
+            for b, m, v in zip(bns, mean.split(sizes), var.split(sizes)):
+                b.running_mean.copy_(m)
+                b.running_var.copy_(v)
+    y0, y1, y2 = y.split(sizes, 1)
+    pool = twin._max_pool(x, *arch.BRANCH3_POOL)
+    return torch.cat([y0, self.b1b(y1), self.b2b(y2), self.b3b(pool)], 1)
+
+
+# row -> the changes it makes, each (owner, attribute, its value in that row): "undo" rows set
+# one of the twin's speed changes back, "try" rows apply candidates that are not in the twin.
+POINTWISE_2D = (twin, "_conv3d", _pointwise_conv2d)
+FUSED = (twin.Mixed, "forward", _mixed_fused_pointwise)
 AB = {
-    "undo: pools as torch's max_pool3d": ("_separable_max_pool", twin._torch_max_pool),
-    "undo: batch norm on channels_last_3d as is": ("_batch_norm", F.batch_norm),
-    "undo: stem unfolded to 21 channels": ("UNFOLD_ALIGN", 1),
-    "try: 1x1x1 convs as conv2d on (B, C, T*H, W)": ("_conv3d", _pointwise_conv2d),
+    "undo: pools as torch's max_pool3d": [(twin, "_separable_max_pool", twin._torch_max_pool)],
+    "undo: batch norm on channels_last_3d as is": [(twin, "_batch_norm", F.batch_norm)],
+    "undo: stem unfolded to 21 channels": [(twin, "UNFOLD_ALIGN", 1)],
+    "try: 1x1x1 convs as conv2d on (B, C, T*H, W)": [POINTWISE_2D],
+    "try: Mixed's three 1x1x1 convs on x as one": [FUSED],
+    "try: both": [POINTWISE_2D, FUSED],
 }
-NOW = {attr: getattr(twin, attr) for attr, _ in AB.values()}
+NOW = {(owner, attr): getattr(owner, attr) for row in AB.values() for owner, attr, _ in row}
 LAYOUTS = {"channels_last_3d": torch.channels_last_3d, "contiguous": torch.contiguous_format}
 
 
@@ -72,8 +106,10 @@ def _timed(step, sync, steps=10) -> float:
 
 def _as(row: str | None):
     """Set the twin's attributes for the A/B `row` (None: the step as it is)."""
-    for name, (attr, value) in AB.items():
-        setattr(twin, attr, value if name == row else NOW[attr])
+    for (owner, attr), value in NOW.items():
+        setattr(owner, attr, value)
+    for owner, attr, value in AB.get(row, ()):
+        setattr(owner, attr, value)
 
 
 def _profile(step, path: str, force: bool):
