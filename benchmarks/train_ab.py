@@ -1,8 +1,9 @@
 """A/B on CUDA of the torch twin's training step (bf16 autocast, batch 8, 64x224x224, SGD with
 momentum), in both layouts: the step as it is against the step with one of its speed changes
-undone or one candidate change tried (`AB`), in one process, alternating rounds of 10 steps
-(the best round counts); optionally a torch.profiler table of where the step's GPU time goes.
-The step under torch.compile is a row of `i3d bench --device cuda` (and `make gpu-check`).
+undone ("undo" rows of `AB`; "try" rows, when there are any, for candidates not in the twin),
+in one process, alternating rounds of 10 steps (the best round counts); optionally a
+torch.profiler table of where the step's GPU time goes. The step under torch.compile is a row
+of `i3d bench --device cuda` (and `make gpu-check`).
 
     python3 -m benchmarks.train_ab [--rounds 3] [--profile DIR [--force]]
 
@@ -24,54 +25,19 @@ from convert.fileio import atomic_output, check_destination
 from i3d_torch import model as twin
 
 
-def _pointwise_conv2d(x, weight, bias, pads, stride):
-    """A candidate: a 1x1x1 conv of stride 1 as conv2d on the twin's 4-D view (B, C, T*H, W),
-    as its batch norm runs; other convs as the twin's `_conv3d`."""
-    if weight.shape[2:] != (1, 1, 1) or tuple(stride) != (1, 1, 1):
-        return NOW[twin, "_conv3d"](x, weight, bias, pads, stride)
-    return twin.on_4d(x, lambda v: F.conv2d(v, weight[:, :, 0], bias))
-
-
-def _mixed_fused_pointwise(self, x):
-    """A candidate Mixed block: the three 1x1x1 units that read x (b0, b1a, b2a) as one conv
-    with their kernels stacked, then one batch norm and ReLU over the stacked channels (both
-    per channel, so the same function; the running statistics go back to each unit), split
-    for the branches. One read of x and one GEMM instead of three, forward and backward."""
-    units = (self.b0, self.b1a, self.b2a)
-    sizes = [u.unit.cout for u in units]
-    bns = [u.bn for u in units]
-    y = twin._conv3d(x, torch.cat([u.conv.weight for u in units]), None, ((0, 0),) * 3,
-                     (1, 1, 1))
-    mean = torch.cat([b.running_mean for b in bns])
-    var = torch.cat([b.running_var for b in bns])
-    bias = torch.cat([b.bias for b in bns])
-    weight = None if bns[0].weight is None else torch.cat([b.weight for b in bns])
-    training = bns[0].training
-    if weight is None and training:  # as twin.BatchNorm: CUDA's training kernels need a scale
-        weight = torch.ones_like(bias)
-    y = F.relu(twin._batch_norm(y, mean, var, weight, bias, training, bns[0].momentum,
-                                bns[0].eps))
-    if training:
-        with torch.no_grad():
-            for b, m, v in zip(bns, mean.split(sizes), var.split(sizes)):
-                b.running_mean.copy_(m)
-                b.running_var.copy_(v)
-    y0, y1, y2 = y.split(sizes, 1)
+def _mixed_one_by_one(self, x):
+    """A Mixed block unit by unit: its three 1x1x1 units on x as three convs and batch norms."""
     pool = twin._max_pool(x, *arch.BRANCH3_POOL)
-    return torch.cat([y0, self.b1b(y1), self.b2b(y2), self.b3b(pool)], 1)
+    return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(pool)], 1)
 
 
 # row -> the changes it makes, each (owner, attribute, its value in that row): "undo" rows set
 # one of the twin's speed changes back, "try" rows apply candidates that are not in the twin.
-POINTWISE_2D = (twin, "_conv3d", _pointwise_conv2d)
-FUSED = (twin.Mixed, "forward", _mixed_fused_pointwise)
 AB = {
     "undo: pools as torch's max_pool3d": [(twin, "_separable_max_pool", twin._torch_max_pool)],
     "undo: batch norm on channels_last_3d as is": [(twin, "_batch_norm", F.batch_norm)],
     "undo: stem unfolded to 21 channels": [(twin, "UNFOLD_ALIGN", 1)],
-    "try: 1x1x1 convs as conv2d on (B, C, T*H, W)": [POINTWISE_2D],
-    "try: Mixed's three 1x1x1 convs on x as one": [FUSED],
-    "try: both": [POINTWISE_2D, FUSED],
+    "undo: Mixed's 1x1x1 units one by one": [(twin.Mixed, "forward", _mixed_one_by_one)],
 }
 NOW = {(owner, attr): getattr(owner, attr) for row in AB.values() for owner, attr, _ in row}
 LAYOUTS = {"channels_last_3d": torch.channels_last_3d, "contiguous": torch.contiguous_format}

@@ -27,13 +27,33 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x):
-        weight = self.weight
-        if weight is None and self.training:
-            # CUDA's training kernels need a scale tensor (weight=None fails in backward with
-            # "tensor does not have a device"): gamma = 1 is the same function.
-            weight = torch.ones_like(self.bias)
-        return _batch_norm(x, self.running_mean, self.running_var, weight, self.bias,
-                           self.training, self.momentum, self.eps)
+        return _batch_norms(x, (self,))
+
+
+def _stack(tensors):
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _batch_norms(x, bns):
+    """x through the BatchNorms `bns` side by side (x's channels: theirs, in order) as one
+    batch norm, which works channel by channel: the same function. In training, the running
+    statistics, updated in their stacked copy, go back to each."""
+    first = bns[0]
+    mean, var = _stack([b.running_mean for b in bns]), _stack([b.running_var for b in bns])
+    bias = _stack([b.bias for b in bns])
+    weight = None if first.weight is None else _stack([b.weight for b in bns])
+    if weight is None and first.training:
+        # CUDA's training kernels need a scale tensor (weight=None fails in backward with
+        # "tensor does not have a device"): gamma = 1 is the same function.
+        weight = torch.ones_like(bias)
+    y = _batch_norm(x, mean, var, weight, bias, first.training, first.momentum, first.eps)
+    if first.training and len(bns) > 1:
+        with torch.no_grad():
+            sizes = [len(b.bias) for b in bns]
+            for b, m, v in zip(bns, mean.split(sizes), var.split(sizes)):
+                b.running_mean.copy_(m)
+                b.running_var.copy_(v)
+    return y
 
 
 def _batch_norm(x, mean, var, weight, bias, training, momentum, eps):
@@ -49,7 +69,10 @@ def _batch_norm(x, mean, var, weight, bias, training, momentum, eps):
         return F.batch_norm(x, *args)
     if training and x.device.type == "cpu" and x.dtype == torch.float32:
         return F.batch_norm(x.contiguous(), *args).contiguous(memory_format=torch.channels_last_3d)
-    return on_4d(x, lambda v: F.batch_norm(v, *args))
+    # the layout back as it came in, whatever torch's kernel chose (cuDNN's float32 training
+    # kernel answered a channels_last view in NCHW: H200, torch 2.11)
+    return on_4d(x, lambda v: F.batch_norm(v, *args)).contiguous(
+        memory_format=torch.channels_last_3d)
 
 
 def on_4d(x, op):
@@ -80,13 +103,24 @@ class Unit3d(nn.Module):
         self.bn = None if unit.logits else BatchNorm(unit.cout, variant.bn_eps, variant.bn_scale)
 
     def forward(self, x):
-        u = self.unit
-        pads = arch.conv_padding(self.variant, tuple(x.shape[2:]), u.kernel, u.stride)
-        conv = _conv_time_unfolded if x.device.type in UNFOLD_ON and unfolds(u) else _conv3d
-        x = conv(x, self.conv.weight, self.conv.bias, pads, u.stride)
-        if self.bn is None:
-            return x
-        return F.relu(self.bn(x))
+        return _side_by_side((self,), x)[0]
+
+
+def _side_by_side(units, x) -> tuple:
+    """The outputs of Unit3ds that read the same x with the same kernel and stride, computed as
+    one unit: one conv with their kernels stacked, then one batch norm and ReLU over the
+    stacked channels (both channel by channel: the same function), split. A Mixed block's
+    three 1x1x1 units on its input read it once and make one GEMM instead of three, forward
+    and backward (H200, bf16 training step, batch 8: 186 -> 191 clips/s channels_last_3d, 124
+    -> 130 contiguous); parameters and running statistics stay each unit's own."""
+    first, u = units[0], units[0].unit
+    pads = arch.conv_padding(first.variant, tuple(x.shape[2:]), u.kernel, u.stride)
+    conv = _conv_time_unfolded if x.device.type in UNFOLD_ON and unfolds(u) else _conv3d
+    bias = None if first.conv.bias is None else _stack([m.conv.bias for m in units])
+    x = conv(x, _stack([m.conv.weight for m in units]), bias, pads, u.stride)
+    if first.bn is not None:
+        x = F.relu(_batch_norms(x, [m.bn for m in units]))
+    return x.split([m.unit.cout for m in units], 1) if len(units) > 1 else (x,)
 
 
 def _max_pool(x, kernel, stride):
@@ -236,8 +270,9 @@ class Mixed(nn.Module):
             self.add_module(unit.path.rsplit(".", 1)[1], Unit3d(unit, variant))
 
     def forward(self, x):
+        y0, y1, y2 = _side_by_side((self.b0, self.b1a, self.b2a), x)  # the 1x1x1s on x
         pool = _max_pool(x, *arch.BRANCH3_POOL)
-        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(pool)], 1)
+        return torch.cat([y0, self.b1b(y1), self.b2b(y2), self.b3b(pool)], 1)
 
 
 class InceptionI3d(nn.Module):

@@ -87,33 +87,12 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
     assert {p.read_text() for p in tmp_path.iterdir()} == {"precious"}
 
 
-def test_train_ab_candidate_is_the_same_convolution():
-    """train_ab's "try" row must time the twin's function: the 1x1x1 convs as conv2d on the
-    (B, C, T*H, W) view give conv3d's values (float64) in both layouts and keep the layout;
-    other convs pass through to the twin's own."""
-    from benchmarks import train_ab
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 16, 3, 5, 4, generator=g, dtype=torch.float64)
-    pointwise = torch.randn(8, 16, 1, 1, 1, generator=g, dtype=torch.float64)
-    spatial = torch.randn(8, 16, 1, 3, 3, generator=g, dtype=torch.float64)
-    bias = torch.randn(8, generator=g, dtype=torch.float64)
-    for fmt in (torch.contiguous_format, torch.channels_last_3d):
-        xf = x.contiguous(memory_format=fmt)
-        y = train_ab._pointwise_conv2d(xf, pointwise, bias, ((0, 0),) * 3, (1, 1, 1))
-        assert y.is_contiguous(memory_format=fmt)
-        assert torch.allclose(y, F.conv3d(x, pointwise, bias), rtol=0, atol=1e-12)
-        pads = ((0, 0), (1, 1), (1, 1))
-        assert torch.equal(train_ab._pointwise_conv2d(xf, spatial, None, pads, (1, 1, 1)),
-                           twin._conv3d(xf, spatial, None, pads, (1, 1, 1)))
-
-
 @pytest.mark.parametrize("scale", [False, True], ids=["deepmind", "bn-scale"])
-def test_train_ab_fused_mixed_block_is_the_same_function(weights, scale):
-    """train_ab's fused candidate (a Mixed block's three 1x1x1 units on x as one conv + batch
-    norm) must compute the block as it is, in float64, with the real weights of Mixed_3b (and
-    random batch-norm scales for the variants that have them): output, every gradient and the
-    running statistics after a training step; and in eval."""
+def test_mixed_block_side_by_side_is_the_block_unit_by_unit(weights, scale):
+    """The twin's Mixed block runs its three 1x1x1 units on x as one (`_side_by_side`): the
+    same function as the block unit by unit (train_ab's "undo" row), in float64, with the real
+    weights of Mixed_3b (and random batch-norm scales for the variants that have them):
+    output, every gradient and the running statistics after a training step; and in eval."""
     import copy
 
     from benchmarks import train_ab
@@ -128,7 +107,7 @@ def test_train_ab_fused_mixed_block_is_the_same_function(weights, scale):
     x = torch.randn(2, 192, 3, 6, 5, generator=g, dtype=torch.float64)
     for training in (True, False):
         outs = []
-        for forward in (twin.Mixed.forward, train_ab._mixed_fused_pointwise):
+        for forward in (train_ab._mixed_one_by_one, twin.Mixed.forward):
             b = copy.deepcopy(block).train(training)
             xr = x.clone().requires_grad_(training)
             y = forward(b, xr)
