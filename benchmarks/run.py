@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import time
 
 from convert.fileio import atomic_output
@@ -169,8 +170,8 @@ def chart(result: dict, path: str):
     ax.set_xlim(0, 1.25 * max(100 * r["fraction_of_ceiling"] for r in rows))
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"% of the measured matmul ceiling of the row's precision\n({_roofs(result)})",
-                  fontsize=8)
+    ax.set_xlabel("% of the measured matmul ceiling of the row's precision\n"
+                  + textwrap.fill(f"({_roofs(result)})", 80), fontsize=8)
     ax.set_title(f"I3D throughput on {machine(result['environment'])}", fontsize=10)
     fig.tight_layout()
     with atomic_output(path, force=True) as tmp:

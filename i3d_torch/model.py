@@ -58,21 +58,22 @@ def _batch_norms(x, bns):
 
 def _batch_norm(x, mean, var, weight, bias, training, momentum, eps):
     """F.batch_norm, a channels_last_3d input handed over in the layout where torch computes it
-    best: as a 4-D channels_last view (B, C, T*H, W), the same per-channel statistics, since
-    torch's CUDA batch norm has fast kernels for channels_last but runs channels_last_3d
-    through generic reductions (H200, bf16 training step: 5.8 ms in the forward statistics'
-    Welford reduction, 12 ms in batch norm all told); but as NCDHW for float32 training on the
-    CPU, whose channels-last statistics lose precision (the stem's output on the sample clip:
-    relative errors 6e-5 in the output, 2e-4 in the variance, against 1e-7 for NCDHW)."""
+    best. Measured on an H200 (torch 2.11; the stem's batch norm, training, forward and
+    backward, batch 8): bfloat16 (and float64) run on torch's own kernels, fast for 4-D
+    channels_last but generic for channels_last_3d, so they get the 4-D view (B, C, T*H, W),
+    the same per-channel statistics (2.6 -> 2.1 ms; 12 ms of the bf16 training step had been
+    batch norm); float32 and float16 run on cuDNN's, which take channels_last_3d as it is (1.6
+    ms either way; a view of batch 1 came back NCHW, 4x slower). Float32 training on the CPU
+    goes as NCDHW: torch's CPU channels-last statistics lose precision (the stem's output on
+    the sample clip: relative errors 6e-5 in the output, 2e-4 in the variance, against 1e-7)."""
     args = (mean, var, weight, bias, training, momentum, eps)
     if x.dim() != 5 or not _channels_last(x):
         return F.batch_norm(x, *args)
     if training and x.device.type == "cpu" and x.dtype == torch.float32:
         return F.batch_norm(x.contiguous(), *args).contiguous(memory_format=torch.channels_last_3d)
-    # the layout back as it came in, whatever torch's kernel chose (cuDNN's float32 training
-    # kernel answered a channels_last view in NCHW: H200, torch 2.11)
-    return on_4d(x, lambda v: F.batch_norm(v, *args)).contiguous(
-        memory_format=torch.channels_last_3d)
+    if x.dtype in (torch.float32, torch.float16):
+        return F.batch_norm(x, *args)
+    return on_4d(x, lambda v: F.batch_norm(v, *args))
 
 
 def on_4d(x, op):

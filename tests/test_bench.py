@@ -3,12 +3,10 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import i3d_torch
 from convert import architecture as arch
-from i3d_torch import model as twin
 from tests.helpers import ok
 
 
@@ -86,40 +84,3 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-check.json", "train-kernels.txt"]
     assert {p.read_text() for p in tmp_path.iterdir()} == {"precious"}
 
-
-@pytest.mark.parametrize("scale", [False, True], ids=["deepmind", "bn-scale"])
-def test_mixed_block_side_by_side_is_the_block_unit_by_unit(weights, scale):
-    """The twin's Mixed block runs its three 1x1x1 units on x as one (`_side_by_side`): the
-    same function as the block unit by unit (train_ab's "undo" row), in float64, with the real
-    weights of Mixed_3b (and random batch-norm scales for the variants that have them):
-    output, every gradient and the running statistics after a training step; and in eval."""
-    import copy
-
-    from benchmarks import train_ab
-
-    block = i3d_torch.build(weights, final_endpoint="Mixed_3b").double().Mixed_3b
-    g = torch.Generator().manual_seed(0)
-    if scale:
-        for unit in block.children():
-            bias = unit.bn.bias
-            unit.bn.weight = torch.nn.Parameter(torch.rand(bias.shape, generator=g,
-                                                           dtype=bias.dtype) + 0.5)
-    x = torch.randn(2, 192, 3, 6, 5, generator=g, dtype=torch.float64)
-    for training in (True, False):
-        outs = []
-        for forward in (train_ab._mixed_one_by_one, twin.Mixed.forward):
-            b = copy.deepcopy(block).train(training)
-            xr = x.clone().requires_grad_(training)
-            y = forward(b, xr)
-            if training:
-                (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
-            outs.append((y.detach(), xr.grad, b))
-        (y0, g0, b0), (y1, g1, b1) = outs
-        assert torch.allclose(y0, y1, rtol=0, atol=1e-12)
-        if training:
-            assert torch.allclose(g0, g1, rtol=0, atol=1e-12)
-            for (name, p0), p1 in zip(b0.named_parameters(), b1.parameters()):
-                assert torch.allclose(p0.grad, p1.grad, rtol=0, atol=1e-12), name
-            for (name, s0), s1 in zip(b0.named_buffers(), b1.buffers()):
-                assert not torch.equal(s0, block.get_buffer(name)), name  # the step moved it
-                assert torch.allclose(s0, s1, rtol=0, atol=1e-15), name

@@ -89,9 +89,9 @@ def _bn_train(x, grad):
 
 def test_fast_paths_on_cuda_equal_torchs_ops(cuda_model, cricket_clip, fp32_exact):
     """The unfolded stem against cuDNN's conv3d, the pools (without indices, and training's
-    separable one with its gradient) against torch's max_pool3d, and training's batch norm
-    (channels_last_3d as a 4-D view) in float32 and bf16 against torch's in float64, on the
-    real stem weights and activations, in both layouts."""
+    separable one with its gradient) against torch's max_pool3d, and training's batch norm in
+    float32 (cuDNN's) and bf16 (torch's, channels_last_3d as a 4-D view) against torch's in
+    float64, on the real stem weights and activations, in both layouts, layouts kept."""
     from i3d_torch import model as twin
 
     stem = next(u for u in arch.units() if twin.unfolds(u))

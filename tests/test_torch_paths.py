@@ -74,8 +74,8 @@ class _AtenInputs(TorchDispatchMode):
 def test_batchnorm_runs_channels_last_3d_as_4d_channels_last():
     """The same function in both layouts (float64: forward against numpy, gradients, running
     statistics, layouts kept), with the channels_last_3d input handed to torch as a 4-D
-    channels_last view (B, C, T*H, W): the layout for which torch's CUDA batch norm picks its
-    fast kernels (it runs channels_last_3d through generic ones)."""
+    channels_last view (B, C, T*H, W): the layout for which torch's own CUDA batch norm (bf16,
+    float64) picks its fast kernels (it runs channels_last_3d through generic ones)."""
     rng = np.random.RandomState(0)
     x, beta = rng.randn(2, 16, 3, 5, 4) * 3 + 1, rng.randn(16)
     g = torch.from_numpy(rng.randn(*x.shape))
@@ -99,6 +99,12 @@ def test_batchnorm_runs_channels_last_3d_as_4d_channels_last():
         assert np.abs(got.numpy() - want).max() < 1e-12
     for a, b in zip(*results.values()):
         assert torch.allclose(a, b, rtol=0, atol=1e-12 * a.abs().max().item())
+    # float32 goes as it is (on CUDA cuDNN's kernels take channels_last_3d; a view was slower)
+    bn = i3d_torch.BatchNorm(16, eps=1e-3, scale=False).eval()
+    with _AtenInputs("batch_norm") as ops, torch.no_grad():
+        y = bn(torch.from_numpy(x).float().contiguous(memory_format=CL))
+    assert [a.dim() for a in ops.seen] == [5] and ops.seen[0].is_contiguous(memory_format=CL)
+    assert y.is_contiguous(memory_format=CL)
 
 
 def test_batchnorm_trains_channels_last_3d_on_the_cpu_to_float32_precision(weights, cricket_clip):
@@ -287,3 +293,41 @@ def test_channels_last_3d_stays_channels_last(weights, monkeypatch):
     for name in points:  # float32 rounding, relative to each map's scale
         scale = max(1.0, plain[name].abs().max().item())
         assert (points[name] - plain[name]).abs().max() < 2e-5 * scale, name
+
+
+@pytest.mark.parametrize("scale", [False, True], ids=["deepmind", "bn-scale"])
+def test_mixed_block_side_by_side_is_the_block_unit_by_unit(weights, scale):
+    """The twin's Mixed block runs its three 1x1x1 units on x as one (`_side_by_side`): the
+    same function as the block unit by unit (train_ab's "undo" row), in float64, with the real
+    weights of Mixed_3b (and random batch-norm scales for the variants that have them):
+    output, every gradient and the running statistics after a training step; and in eval."""
+    import copy
+
+    from benchmarks import train_ab
+
+    block = i3d_torch.build(weights, final_endpoint="Mixed_3b").double().Mixed_3b
+    g = torch.Generator().manual_seed(0)
+    if scale:
+        for unit in block.children():
+            bias = unit.bn.bias
+            unit.bn.weight = torch.nn.Parameter(torch.rand(bias.shape, generator=g,
+                                                           dtype=bias.dtype) + 0.5)
+    x = torch.randn(2, 192, 3, 6, 5, generator=g, dtype=torch.float64)
+    for training in (True, False):
+        outs = []
+        for forward in (train_ab._mixed_one_by_one, twin.Mixed.forward):
+            b = copy.deepcopy(block).train(training)
+            xr = x.clone().requires_grad_(training)
+            y = forward(b, xr)
+            if training:
+                (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+            outs.append((y.detach(), xr.grad, b))
+        (y0, g0, b0), (y1, g1, b1) = outs
+        assert torch.allclose(y0, y1, rtol=0, atol=1e-12)
+        if training:
+            assert torch.allclose(g0, g1, rtol=0, atol=1e-12)
+            for (name, p0), p1 in zip(b0.named_parameters(), b1.parameters()):
+                assert torch.allclose(p0.grad, p1.grad, rtol=0, atol=1e-12), name
+            for (name, s0), s1 in zip(b0.named_buffers(), b1.buffers()):
+                assert not torch.equal(s0, block.get_buffer(name)), name  # the step moved it
+                assert torch.allclose(s0, s1, rtol=0, atol=1e-15), name
