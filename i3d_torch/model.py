@@ -62,10 +62,11 @@ def _batch_norm(x, mean, var, weight, bias, training, momentum, eps):
     backward, batch 8): bfloat16 (and float64) run on torch's own kernels, fast for 4-D
     channels_last but generic for channels_last_3d, so they get the 4-D view (B, C, T*H, W),
     the same per-channel statistics (2.6 -> 2.1 ms; 12 ms of the bf16 training step had been
-    batch norm); float32 and float16 run on cuDNN's, which take channels_last_3d as it is (1.6
-    ms either way; a view of batch 1 came back NCHW, 4x slower). Float32 training on the CPU
-    goes as NCDHW: torch's CPU channels-last statistics lose precision (the stem's output on
-    the sample clip: relative errors 6e-5 in the output, 2e-4 in the variance, against 1e-7)."""
+    batch norm); float32 (and, by torch's choice, float16) run on cuDNN's, which take
+    channels_last_3d as it is (1.6 ms either way; a view of batch 1 came back NCHW, 4x
+    slower). Float32 training on the CPU goes as NCDHW: torch's CPU channels-last statistics
+    lose precision (the stem's output on the sample clip: relative errors 6e-5 in the output,
+    2e-4 in the variance, against 1e-7)."""
     args = (mean, var, weight, bias, training, momentum, eps)
     if x.dim() != 5 or not _channels_last(x):
         return F.batch_norm(x, *args)
@@ -112,8 +113,8 @@ def _side_by_side(units, x) -> tuple:
     one unit: one conv with their kernels stacked, then one batch norm and ReLU over the
     stacked channels (both channel by channel: the same function), split. A Mixed block's
     three 1x1x1 units on its input read it once and make one GEMM instead of three, forward
-    and backward (H200, bf16 training step, batch 8: 186 -> 191 clips/s channels_last_3d, 124
-    -> 130 contiguous); parameters and running statistics stay each unit's own."""
+    and backward (H200, bf16 training step, batch 8: 188 -> 193 clips/s channels_last_3d, 125
+    -> 131 contiguous); parameters and running statistics stay each unit's own."""
     first, u = units[0], units[0].unit
     pads = arch.conv_padding(first.variant, tuple(x.shape[2:]), u.kernel, u.stride)
     conv = _conv_time_unfolded if x.device.type in UNFOLD_ON and unfolds(u) else _conv3d
