@@ -74,15 +74,8 @@ def _batch_norm(x, mean, var, weight, bias, training, momentum, eps):
         return F.batch_norm(x.contiguous(), *args).contiguous(memory_format=torch.channels_last_3d)
     if x.dtype in (torch.float32, torch.float16):
         return F.batch_norm(x, *args)
-    return on_4d(x, lambda v: F.batch_norm(v, *args))
-
-
-def on_4d(x, op):
-    """`op` on the 4-D view (B, C, T*H, W) of a 5-D x, mapped back: free in either layout (a
-    channels_last_3d tensor is a 4-D channels_last one this way), for ops that treat every
-    position alike, where torch's and cuDNN's 4-D kernels are faster than their 5-D ones."""
-    t, h = x.shape[2:4]
-    return op(x.flatten(2, 3)).unflatten(2, (t, h))
+    t, h = x.shape[2:4]  # a free view: channels_last_3d (B, C, T, H, W) is 4-D channels_last
+    return F.batch_norm(x.flatten(2, 3), *args).unflatten(2, (t, h))
 
 
 def _flat(pads) -> list:
