@@ -15,6 +15,8 @@ from convert import architecture as arch
 from convert.checkpoints import read_weights
 from convert.weights import num_classes as _num_classes, to_scheme
 
+from . import kernels
+
 
 class BatchNorm(nn.Cell):
     """Sonnet-v1 BatchNorm: beta always, gamma only in the `bn_scale` variant.
@@ -24,6 +26,9 @@ class BatchNorm(nn.Cell):
     unbiased batch variance, as torch does. Training mode computes the statistics in two passes
     (mean, then mean of squared deviations): MindSpore's fused CPU kernel loses digits when
     |mean| >> std, enough to flip ReLUs whose input is near zero and so move gradients.
+    NCDHW maps go through `construct`; channels-last ones as (positions, channels) rows through
+    `train_rows` (training) or `folded` (inference: the conv takes the scale, a BiasAdd the
+    shift).
     """
 
     def __init__(self, channels: int, eps: float, scale: bool, momentum: float = 0.999,
@@ -55,43 +60,34 @@ class BatchNorm(nn.Cell):
         scale = ops.rsqrt(var + self.eps)
         if self.gamma is not None:
             scale = scale * self.gamma.reshape(1, c, 1, 1, 1)
-        count, m = n * d * h * w, self.momentum
-        ops.assign(self.moving_mean, m * self.moving_mean
-                   + (1 - m) * ops.stop_gradient(mean.reshape(c)))
-        ops.assign(self.moving_variance, m * self.moving_variance
-                   + (1 - m) * count / max(count - 1, 1) * ops.stop_gradient(var.reshape(c)))
+        self._update(mean.reshape(c), var.reshape(c), n * d * h * w)
         return centred * scale + self.beta.reshape(1, c, 1, 1, 1)
 
+    def _update(self, mean, var, count):
+        m = self.momentum
+        ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * ops.stop_gradient(mean))
+        ops.assign(self.moving_variance, m * self.moving_variance
+                   + (1 - m) * count / max(count - 1, 1) * ops.stop_gradient(var))
 
-@ms.constexpr
-def _im2col_plan(shape: tuple, kernel: tuple, stride: tuple, pads: tuple) -> tuple:
-    """Every static number of the im2col conv for an input of `shape`: computed in Python at
-    compile time, as scalar arithmetic in the graph costs the compiler ~4 ms a node.
+    def folded(self):
+        """(scale, shift) of inference: y = x * scale + shift per channel."""
+        scale = ops.rsqrt(self.moving_variance + self.eps)
+        if self.gamma is not None:
+            scale = scale * self.gamma
+        return scale, self.beta - self.moving_mean * scale
 
-    The padding becomes zero blocks to concatenate, not `ops.pad`: the backward of `ops.pad`
-    (MindSpore 2.10's CPU PadV3Grad) keeps shape state from one launch to the next, so in graph
-    mode, where a kernel is resized once and launched every step, it returns wrong gradients
-    from the second step on and then loops forever (see the README). Im2Col pads H and W by the
-    front padding itself; the odd extra of 'SAME' goes at the back as a block."""
-    n, c, d, h, w = shape
-    (kd, kh, kw), (sd, sh, sw) = kernel, stride
-    (fd, bd), (fh, bh), (fw, bw) = pads
-    blocks, size = [], [n, c, d, h, w]
-    for axis, front, back in ((2, fd, bd), (3, 0, bh - fh), (4, 0, bw - fw)):
-        shapes = []
-        for extra in (front, back):
-            size_ = list(size)
-            size_[axis] = extra
-            shapes.append(tuple(size_) if extra else ())
-        size[axis] += front + back
-        blocks.append(tuple(shapes))
-    d, h, w = size[2:]
-    do, ho, wo = (d - kd) // sd + 1, (h + 2 * fh - kh) // sh + 1, (w + 2 * fw - kw) // sw + 1
-    k = c * kh * kw
-    taps = tuple(((0, i, 0, 0), (n, i + sd * (do - 1) + 1, k, ho * wo), (1, sd, 1, 1))
-                 for i in range(kd))
-    return (tuple(blocks), (n * d, c, h, w), (fh, fw), (n, d, k, ho * wo), taps,
-            (n, -1, do, ho, wo))
+    def train_rows(self, x):
+        """Training mode on channels-last rows x (positions, channels)."""
+        x = x.astype(self.beta.dtype)
+        count = x.shape[0]
+        mean = x.sum(0) / count
+        centred = ops.bias_add(x, -mean)
+        var = (centred * centred).sum(0) / count
+        scale = ops.rsqrt(var + self.eps)
+        if self.gamma is not None:
+            scale = scale * self.gamma
+        self._update(mean, var, count)
+        return ops.bias_add(kernels.channel_scale(centred, scale), self.beta)
 
 
 @ms.constexpr
@@ -101,66 +97,53 @@ def _pointwise_plan(shape: tuple) -> tuple:
 
 
 class Conv3d(nn.Cell):
-    """Conv3d with explicit (front, back) padding per dimension, and two kernels.
+    """Conv3d with explicit (front, back) padding per dimension, run by the kernel `impl` that
+    `kernels.choose` resolves ('auto': the table `kernels.KERNELS`).
 
     'native' is MindSpore's Conv3D with the padding folded into it (cuDNN on GPU, oneDNN on
-    CPU): one node, and on CPU (MindSpore 2.10, 2 cores) as fast as im2col in a graph-mode
-    training step and 2-3x faster in pynative inference. It has no float64 kernel, so
-    'matmul' computes the same sum as matmuls over im2col patches: a 1x1x1 conv is one matmul;
-    a larger kernel takes the (kh, kw) taps of every frame with one Im2Col (`ops.unfold`) and
-    then one matmul per temporal tap. Few nodes, none of them Python slicing: MindSpore's graph
-    compiler spends ~40 ms on a `x[...]` slice, ~12 ms on a strided slice, 1-5 ms on most other
-    ops. 'auto' is 'native', or 'matmul' for float64.
+    CPU), on NCDHW maps. 'matmul' runs on channels-last maps, through `kernels`: its weight stays
+    in the (out, in, kd, kh, kw) layout of every checkpoint. The head's 1x1x1 logits conv sees an
+    NCDHW map either way: natively, or as one matmul (float64).
     """
 
     def __init__(self, cin, cout, kernel, stride, has_bias, impl="auto", dtype="float32"):
         super().__init__()
-        if impl == "auto":
-            impl = "matmul" if dtype == "float64" else "native"
-        if impl not in ("matmul", "native"):
-            raise ValueError(f"conv impl must be 'auto', 'matmul' or 'native', got {impl!r}")
+        impl = kernels.choose(impl, dtype)
         self.kernel, self.stride, self.matmul = tuple(kernel), tuple(stride), impl == "matmul"
-        self.pointwise = self.kernel == (1, 1, 1) and self.stride == (1, 1, 1)
         fan_in = cin * int(np.prod(kernel))
         bound = 1.0 / np.sqrt(fan_in)  # torch's default init, so fresh twins start alike
         init = np.random.uniform(-bound, bound, (cout, cin, *kernel)).astype(dtype)
         self.weight = Parameter(Tensor(init), name="weight")
         self.bias = Parameter(Tensor(np.zeros(cout, dtype)), name="bias") if has_bias else None
-        kd, kh, kw = self.kernel
-        self.tap_weights = (kd, cout, cin * kh * kw)  # (temporal tap, out, (in, kh, kw))
-        self.unstack = ops.Unstack(0)
-        self.slice = ops.StridedSlice()
 
     def construct(self, x, pads):
+        """NCDHW in and out."""
         if not self.matmul:
             conv = ops.Conv3D(self.weight.shape[0], self.kernel, pad_mode="pad",
                               pad=pads[0] + pads[1] + pads[2], stride=self.stride)
             y = conv(x, self.weight)
-        elif self.pointwise:
-            flat, out = _pointwise_plan(x.shape)
-            y = ops.matmul(self.weight.reshape(self.tap_weights[1:]), x.reshape(flat)).reshape(out)
         else:
-            y = self._im2col(x, pads)
+            flat, out = _pointwise_plan(x.shape)
+            cout = self.weight.shape[0]
+            y = ops.matmul(self.weight.reshape(cout, -1), x.reshape(flat)).reshape(out)
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1, 1)
         return y
 
-    def _im2col(self, x, pads):
-        blocks, frames, unfold_pad, patches, taps, out = _im2col_plan(x.shape, self.kernel,
-                                                                     self.stride, pads)
-        for axis, (front, back) in enumerate(blocks, 2):
-            if front:
-                x = ops.cat((ops.zeros(front, x.dtype), x), axis)
-            if back:
-                x = ops.cat((x, ops.zeros(back, x.dtype)), axis)
-        x = ops.unfold(x.transpose(0, 2, 1, 3, 4).reshape(frames), self.kernel[1:], 1, unfold_pad,
-                       self.stride[1:]).reshape(patches)  # (n, d, (c, kh, kw), ho * wo)
-        weights = self.unstack(self.weight.transpose(2, 0, 1, 3, 4).reshape(self.tap_weights))
-        y = None
-        for weight, (begin, end, step) in zip(weights, taps):
-            part = ops.matmul(weight, self.slice(x, begin, end, step))
-            y = part if y is None else y + part
-        return y.transpose(0, 2, 1, 3).reshape(out)
+    def rows(self, x, pads, scale=None):
+        """Channels-last: x (n, d, h, w, c) (the strided stem: its NCDHW clip), the weight times
+        the per-channel `scale` if given -> ((positions, cout) rows, (n, do, ho, wo))."""
+        if self.stride != (1, 1, 1):
+            y, out = kernels.conv_strided(x, self.weight, self.stride, pads, scale)
+            return y, (x.shape[0],) + out
+        out = _out_size(x.shape[1:4], self.kernel, pads)
+        taps = kernels.taps(self.weight, scale)
+        return kernels.conv_frames(x, taps, self.kernel, pads, out), (x.shape[0],) + out
+
+
+@ms.constexpr
+def _out_size(sizes: tuple, kernel: tuple, pads: tuple) -> tuple:
+    return tuple(s + a + b - k + 1 for s, k, (a, b) in zip(sizes, kernel, pads))
 
 
 @ms.constexpr
@@ -172,6 +155,9 @@ def _conv_padding(symmetric: bool, sizes: tuple, kernel: tuple, stride: tuple) -
 
 
 class Unit3d(nn.Cell):
+    """Conv -> BatchNorm -> ReLU (or the logits conv). NCDHW maps with the native conv;
+    channels-last ones with the matmul kernels (the stem takes the NCDHW clip)."""
+
     def __init__(self, unit: arch.Unit, variant: arch.Variant, dtype: str = "float32",
                  conv: str = "auto"):
         super().__init__()
@@ -179,28 +165,52 @@ class Unit3d(nn.Cell):
         self.symmetric = variant.padding == "symmetric"
         self.logits = unit.logits
         self.conv = Conv3d(unit.cin, unit.cout, unit.kernel, unit.stride, unit.logits, conv, dtype)
+        self.channels_last = self.conv.matmul and not unit.logits
         self.bn = None if unit.logits else BatchNorm(unit.cout, variant.bn_eps, variant.bn_scale,
                                                      dtype=dtype)
         self.relu = nn.ReLU()
 
     def construct(self, x):
+        if self.channels_last:
+            return self._rows(x)
         x = self.conv(x, _conv_padding(self.symmetric, x.shape[2:], self.kernel, self.stride))
         if self.logits:
             return x
         return self.relu(self.bn(x))
 
+    def _rows(self, x):
+        sizes = x.shape[2:] if self.stride != (1, 1, 1) else x.shape[1:4]
+        pads = _conv_padding(self.symmetric, sizes, self.kernel, self.stride)
+        if self.bn.training:
+            y, shape = self.conv.rows(x, pads)
+            y = self.bn.train_rows(y)
+        else:
+            scale, shift = self.bn.folded()
+            y, shape = self.conv.rows(x, pads, scale)
+            y = ops.bias_add(y, shift.astype(y.dtype))
+        return self.relu(y).reshape(shape + (-1,))
+
 
 class MaxPool3d(nn.Cell):
-    """TF 'SAME' max-pool: MaxPool3D's own 'SAME' mode pads as `arch.pool_padding` does (the odd
-    extra at the end) and never picks a padded cell, as padding with -inf would not; no pad op,
-    so no PadV3Grad in the backward (see `_im2col_plan`)."""
+    """TF 'SAME' max-pool. NCDHW: MaxPool3D's own 'SAME' mode pads as `arch.pool_padding` does
+    (the odd extra at the end) and never picks a padded cell, as padding with -inf would not; no
+    pad op, so no PadV3Grad in the backward. Channels-last: `kernels.max_pool`."""
 
-    def __init__(self, kernel, stride):
+    def __init__(self, kernel, stride, channels_last=False):
         super().__init__()
+        self.kernel, self.stride, self.channels_last = tuple(kernel), tuple(stride), channels_last
         self.pool = ops.MaxPool3D(kernel, stride, pad_mode="SAME")
 
     def construct(self, x):
+        if self.channels_last:
+            pads = _pool_padding(x.shape[1:4], self.kernel, self.stride)
+            return kernels.max_pool(x, self.kernel, self.stride, pads)
         return self.pool(x)
+
+
+@ms.constexpr
+def _pool_padding(sizes: tuple, kernel: tuple, stride: tuple) -> tuple:
+    return arch.pool_padding(sizes, kernel, stride)
 
 
 class Mixed(nn.Cell):
@@ -209,11 +219,13 @@ class Mixed(nn.Cell):
         super().__init__()
         for unit in block.units:
             setattr(self, unit.path.rsplit(".", 1)[1], Unit3d(unit, variant, dtype, conv))
-        self.pool = MaxPool3d(*arch.BRANCH3_POOL)
+        self.channels_last = self.b0.channels_last
+        self.axis = 4 if self.channels_last else 1
+        self.pool = MaxPool3d(*arch.BRANCH3_POOL, self.channels_last)
 
     def construct(self, x):
         return ops.cat((self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)),
-                        self.b3b(self.pool(x))), 1)
+                        self.b3b(self.pool(x))), self.axis)
 
 
 class Head(nn.Cell):
@@ -242,7 +254,8 @@ class InceptionI3d(nn.Cell):
     construct(x) returns the final end point (the (B, classes) logits by default);
     end_points(x) returns every end point on the way, as the torch twin's does.
     dtype='float64' builds it in double precision, for the parity suite's exact comparisons.
-    conv picks the convolution kernel ('auto', 'native', 'matmul': see `Conv3d`).
+    conv picks the convolution kernel ('auto', 'native', 'matmul': see `Conv3d` and the table
+    `kernels.KERNELS`).
     """
 
     def __init__(self, num_classes: int = 400, variant: arch.Variant = arch.DEEPMIND,
@@ -254,6 +267,8 @@ class InceptionI3d(nn.Cell):
         self.num_classes, self.variant = num_classes, variant
         self.final_endpoint = arch.check_end_point(final_endpoint)
         stop = arch.END_POINTS.index(self.final_endpoint)
+        # channels-last maps inside (the matmul kernels), NCDHW at every end point
+        self.channels_last = kernels.choose(conv, dtype) == "matmul"
         steps, names, self.head = [], [], None
         for layer in arch.layers(num_classes)[: stop + 1]:
             if isinstance(layer, arch.Unit):
@@ -261,7 +276,7 @@ class InceptionI3d(nn.Cell):
             elif isinstance(layer, arch.Mixed):
                 cell = Mixed(layer, variant, dtype, conv)
             elif isinstance(layer, arch.Pool):
-                cell = MaxPool3d(layer.kernel, layer.stride)
+                cell = MaxPool3d(layer.kernel, layer.stride, self.channels_last)
             else:
                 self.head = Head(layer, variant, head, dropout_keep_prob, dtype, conv)
                 break
@@ -281,16 +296,22 @@ class InceptionI3d(nn.Cell):
         if self.predictions:
             self.end_point_names += ("Predictions",)
 
-    def walk(self, x):
+    def walk(self, x, every: bool = False):
+        """The end points in a tuple: all of them (`every`) or the last alone; maps NCDHW."""
         outs = ()
         for step in self.steps:
             x = step(x)
-            outs = outs + (x,)
-        if self.head is not None:
-            outs = outs + self.head(x)
-            if self.predictions:
-                outs = outs + (ops.softmax(outs[-1], axis=1),)
-        return outs
+            if every:
+                outs = outs + (self._ncdhw(x),)
+        if self.head is None:
+            return outs if every else (self._ncdhw(x),)
+        heads = self.head(self._ncdhw(x))
+        if self.predictions:
+            heads = heads + (ops.softmax(heads[-1], axis=1),)
+        return outs + heads if every else heads[-1:]
+
+    def _ncdhw(self, x):
+        return x.transpose(0, 4, 1, 2, 3) if self.channels_last else x
 
     def construct(self, x):
         return self.walk(x)[-1]
@@ -311,7 +332,7 @@ class _Walker(nn.Cell):
         self.net = net
 
     def construct(self, x):
-        return self.net.walk(x)
+        return self.net.walk(x, True)
 
 
 def parameters_from(weights: dict, dtype: str | None = None) -> dict:
@@ -346,12 +367,19 @@ def build(weights: dict | None = None, variant: arch.Variant = arch.DEEPMIND, **
 def set_mode(mode: str = "pynative", device: str = "CPU"):
     """MindSpore's global execution mode ('graph' or 'pynative') and device. The mode may change
     at any time; the device only before the first kernel runs (MindSpore's rule), so it is set
-    only when it differs from the current one."""
+    only when it differs from the current one.
+
+    PyNative on the CPU launches each kernel before returning (`launch_blocking`): MindSpore's
+    asynchronous launch thread otherwise competes with the kernels' own threads for the cores,
+    and a matmul runs at half the rate it has in a graph (2 cores: 230 against 440 GFLOP/s at
+    2048^3; benchmarks/results/cpu-2core-mindspore.md)."""
     if mode not in ("graph", "pynative"):
         raise ValueError(f"mode must be 'graph' or 'pynative', got {mode!r}")
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if ms.get_current_device().device_target != device:
         ms.set_device(device)
+    if mode == "pynative" and device == "CPU":
+        ms.runtime.launch_blocking()
 
 
 def predict(weights: dict, clip, variant: arch.Variant = arch.DEEPMIND, **kwargs):
