@@ -101,7 +101,8 @@ def _row(suite, name, t, batch, flops, roof, **extra):
 
 
 def _first_call(fn, sync) -> dict:
-    """The first call of a torch.compile'd function, the compilation in it: {warmup_s}."""
+    """The first call of a compiled function (torch.compile, a MindSpore graph), the
+    compilation in it: {warmup_s}."""
     return {"warmup_s": round(measure(fn, 0, 1, sync)["median_s"], 1)}
 
 
@@ -142,10 +143,12 @@ def _reset_peak(device):
 
 
 def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat,
-          torch_runs=("eager", "channels_last_3d", "compile"), layout="contiguous") -> list:
+          torch_runs=("eager", "channels_last_3d", "compile"), layout="contiguous",
+          ms_conv="auto") -> list:
     """Inference rows. torch: eager in NCDHW, eager in channels_last_3d, torch.compile in
     `layout` (the run's default GPU layout; its first call, compiling, is reported as
-    `warmup_s`), under autocast unless float32."""
+    `warmup_s`), under autocast unless float32. MindSpore in graph and PyNative mode with the
+    `ms_conv` kernel (`i3d_ms.kernels`), its first call (graph: compiling) as `warmup_s`."""
     x = _clip(batch, frames, size)
     head = _head(size)
     flops = arch.flops(size=(frames, size, size), head=head)
@@ -183,11 +186,13 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
 
         for mode in ("graph", "pynative"):
             i3d_ms.set_mode(mode, "GPU" if device == "cuda" else "CPU")
-            net = i3d_ms.build(weights, head=head)
+            net = i3d_ms.build(weights, head=head, conv=ms_conv)
             xm = ms.Tensor(x)
+            first = _first_call(lambda: net(xm).asnumpy(), None)
             rows.append(_row("infer", f"mindspore {mode}",
-                             measure(lambda: net(xm).asnumpy(), 1, repeat), batch, flops,
-                             roofs["float32"]["gflops"], dtype=dtype, clip=clip))
+                             measure(lambda: net(xm).asnumpy(), 0, repeat), batch, flops,
+                             roofs["float32"]["gflops"], dtype=dtype, clip=clip,
+                             conv=ms_conv, **first))
     if "jax" in frameworks and dtype == "float32" and head == "deepmind":
         from parity_tests.reference import jax_available, jax_model
 
@@ -204,7 +209,7 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
 
 
 def train(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat,
-          layouts=("contiguous",), compiled=None) -> list:
+          layouts=("contiguous",), compiled=None, ms_conv="auto") -> list:
     """One SGD step (forward, backward, update; BatchNorm in training mode); FLOPs taken as 3x
     forward. torch runs under autocast unless float32 (float16 with a gradient scaler), once
     per memory layout in `layouts`, and with the model under torch.compile in the layout
@@ -254,15 +259,17 @@ def train(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
 
         for mode in ("graph", "pynative"):
             i3d_ms.set_mode(mode, "GPU" if device == "cuda" else "CPU")
-            net = i3d_ms.build(weights, head="global")
+            net = i3d_ms.build(weights, head="global", conv=ms_conv)
             opt = ms.nn.Momentum(net.trainable_params(), 1e-3, 0.9, weight_decay=1e-4)
             loss = ms.nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
             step = ms.nn.TrainOneStepCell(ms.nn.WithLossCell(net, loss), opt)
             step.set_train()
             xm, ym = ms.Tensor(x), ms.Tensor(y.astype(np.int32))
+            first = _first_call(lambda: step(xm, ym).asnumpy(), None)
             rows.append(_row("train", f"mindspore {mode}",
-                             measure(lambda: step(xm, ym).asnumpy(), 1, repeat), batch, flops,
-                             roofs["float32"]["gflops"], dtype="float32", clip=clip))
+                             measure(lambda: step(xm, ym).asnumpy(), 0, repeat), batch, flops,
+                             roofs["float32"]["gflops"], dtype="float32", clip=clip,
+                             conv=ms_conv, **first))
     return rows
 
 

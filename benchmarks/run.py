@@ -25,7 +25,7 @@ def defaults(device: str) -> dict:
 
 def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=None, frames=64,
         size=224, dtype=None, repeat=None, train_frames=None, train_size=None, workers=(0, 1, 2),
-        video=None, compile=True, progress=print) -> dict:
+        video=None, compile=True, ms_conv="auto", progress=print) -> dict:
     """Run `suites`; None arguments take `defaults(device)` (the training clip: the inference
     clip on CUDA). Returns {date, environment, config, ceilings, bandwidth, rows}."""
     if "mindspore" in frameworks:
@@ -43,7 +43,8 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
     weights, _ = read_weights("default")
     config = {"batch": batch, "frames": frames, "size": size, "dtype": dtype, "repeat": repeat,
               "train_batch": max(batch, 2), "train_frames": train_frames,
-              "train_size": train_size, "layout": layout, "compile": compile}
+              "train_size": train_size, "layout": layout, "compile": compile,
+              "ms_conv": ms_conv}
     if device == "cuda":
         import torch
 
@@ -59,7 +60,7 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
     if "infer" in suites:
         progress(f"infer: batch {batch}, {frames}x{size}x{size}, {dtype}")
         result["rows"] += network.infer(weights, batch, frames, size, device, dtype, frameworks,
-                                        result["ceilings"], repeat, torch_runs, layout)
+                                        result["ceilings"], repeat, torch_runs, layout, ms_conv)
     if "train" in suites:
         progress(f"train: batch {max(batch, 2)}, {train_frames}x{train_size}x{train_size}, "
                  f"{dtype}")
@@ -67,7 +68,7 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
         result["rows"] += network.train(weights, max(batch, 2), train_frames, train_size,
                                         device, dtype, frameworks, result["ceilings"], repeat,
                                         network.LAYOUTS if cuda else (layout,),
-                                        layout if cuda and compile else None)
+                                        layout if cuda and compile else None, ms_conv)
     if "ops" in suites and "torch" in frameworks:
         progress(f"ops: the torch twin's stem and max-pools, {layout}")
         result["rows"] += network.ops(weights, batch, frames, size, device, dtype, repeat, layout)
@@ -77,7 +78,32 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
     if "convert" in suites:
         progress("convert: the 50 MB checkpoint, per direction")
         result["rows"] += pipeline.convert(repeat)
+    result["ratios"] = ratios(result["rows"])
     return result
+
+
+def ratios(rows) -> list:
+    """MindSpore's median time over the torch twin's (eager, NCDHW: what `predict` runs), per
+    suite and MindSpore mode, from the rows of one run."""
+    out = []
+    for suite in ("infer", "train"):
+        torch = next((r for r in rows if r["suite"] == suite and r["name"] == "torch eager"),
+                     None)
+        for r in rows:
+            if torch and r["suite"] == suite and r["name"].startswith("mindspore "):
+                out.append({"suite": suite, "name": r["name"], "conv": r.get("conv", "auto"),
+                            "clip": r["clip"], "ratio": r["median_s"] / torch["median_s"]})
+    return out
+
+
+def over(result: dict, limit: float) -> list:
+    """The ratios of `result` above `limit`, as lines; an error when there is none to check."""
+    if not result["ratios"]:
+        raise ValueError("--max-ratio needs a torch eager row and MindSpore rows (infer or "
+                         "train suite, --frameworks torch mindspore, float32)")
+    return [f"{r['suite']}: {r['name']} takes {r['ratio']:.2f}x torch eager's time "
+            f"({r['clip']}), over --max-ratio {limit:g}" for r in result["ratios"]
+            if r["ratio"] > limit]
 
 
 def machine(env: dict) -> str:
@@ -110,6 +136,9 @@ def markdown(result: dict) -> str:
                      f"{'on' if cfg.get('tf32_convolutions') else 'off'} (float32 rows).")
     if "ceilings" in result:
         lines.append(f"\nCeilings: {_roofs(result)}.")
+    if result.get("ratios"):
+        lines.append("\nMindSpore / torch eager, median time: " + "; ".join(
+            f"{r['suite']} {r['name'][10:]} {r['ratio']:.2f}x" for r in result["ratios"]) + ".")
     for suite in ("infer", "train", "ops", "data", "convert"):
         rows = [r for r in result["rows"] if r["suite"] == suite]
         if not rows:

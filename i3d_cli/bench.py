@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 import sys
 
-from benchmarks.run import SUITES, markdown, outputs, run, write
+from benchmarks.run import SUITES, markdown, outputs, over, run, write
 from convert.errors import I3DError
 
-from .args import positive
+from .args import positive, positive_float
 
 
 def cmd_bench(args) -> int:
@@ -19,17 +19,30 @@ def cmd_bench(args) -> int:
 
         if not torch.cuda.is_available():
             raise I3DError("--device cuda: torch sees no CUDA device on this machine")
+    if args.max_ratio is not None and not ({"torch", "mindspore"} <= set(args.frameworks)
+                                           and {"infer", "train"} & set(args.suite)
+                                           and args.dtype in (None, "float32")):
+        raise I3DError("--max-ratio compares MindSpore with torch: give --frameworks torch "
+                       "mindspore, the infer or train suite, float32")
     os.makedirs(args.out, exist_ok=True)
     paths = outputs(args.out, args.name, args.suite)
     with atomic_outputs(paths, args.force) as temps:
         result = run(args.suite, args.device, args.frameworks, args.batch, args.frames, args.size,
                      args.dtype, args.repeat, args.train_frames, args.train_size,
-                     video=args.video, compile=not args.no_compile,
+                     video=args.video, compile=not args.no_compile, ms_conv=args.ms_conv,
                      progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))
         write(result, temps)
     print(markdown(result))
     print(f"written: {', '.join(paths)}")
-    return 0
+    if args.max_ratio is None:
+        return 0
+    try:
+        failed = over(result, args.max_ratio)
+    except ValueError as e:
+        raise I3DError(str(e)) from None
+    for line in failed:
+        print(f"i3d bench: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def register(sub):
@@ -54,6 +67,11 @@ def register(sub):
     q.add_argument("--repeat", type=positive, default=None, help="timed runs (cuda 10, cpu 3)")
     q.add_argument("--no-compile", action="store_true",
                    help="skip the torch.compile rows (on cuda the training step's too)")
+    q.add_argument("--ms-conv", choices=("auto", "matmul", "native"), default="auto",
+                   help="the MindSpore twin's convolution kernel (auto: i3d_ms.kernels.KERNELS)")
+    q.add_argument("--max-ratio", type=positive_float, default=None, metavar="R",
+                   help="exit 1 when a MindSpore row's median time is over R x torch eager's "
+                   "(same run, same suite)")
     q.add_argument("--video", default=None, help="clip for the data suite (default: the sample)")
     q.add_argument("--out", default="benchmarks/results")
     q.add_argument("--name", default="bench", help="file stem of the results")

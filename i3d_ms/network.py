@@ -7,6 +7,7 @@ from mindspore import nn, ops
 
 from convert import architecture as arch
 
+from . import kernels
 from .config import variant
 from .model import InceptionI3d
 
@@ -30,12 +31,15 @@ class ProbedI3d(InceptionI3d):
 HEAD_PREFIXES = ("Logits.", "fc.", "norm.")  # the classifier's parameters, in either network
 
 
-def build_net(m: dict, num_classes: int):
-    """I3D with a `num_classes` head, as the config's `model` section describes it."""
+def build_net(m: dict, num_classes: int, precision: str = "fp32"):
+    """I3D with a `num_classes` head, as the config's `model` section describes it, for
+    training in `precision` (fp16: the convolution kernel of mixed precision, see
+    `kernels.choose`)."""
+    conv = kernels.choose(m["conv"], "float16" if precision == "fp16" else "float32")
     if m["final_endpoint"] == "Logits":
         return InceptionI3d(num_classes, variant(m), head=m["head"],
-                            dropout_keep_prob=m["dropout_keep_prob"], conv=m["conv"])
-    return ProbedI3d(num_classes, variant(m), m["final_endpoint"], m["conv"])
+                            dropout_keep_prob=m["dropout_keep_prob"], conv=conv)
+    return ProbedI3d(num_classes, variant(m), m["final_endpoint"], conv)
 
 
 def to_input(clips, flip=None):

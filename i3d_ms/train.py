@@ -51,7 +51,7 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
     rank, world = distributed()
     ms.set_seed(rank_seed(t["seed"], rank))  # dropout: nn.Dropout takes its seed when built
     np.random.seed(t["seed"])  # initial weights come from numpy's generator: alike on all ranks
-    net = build_net(m, classes)
+    net = build_net(m, classes, t["precision"])
     source = pretrained or m["weights"]
     if source and source != "scratch":
         checkpoint.load_pretrained(net, source, keep_head=classes == NUM_CLASSES

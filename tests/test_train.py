@@ -226,7 +226,7 @@ def _trainer(overrides, seed_params=None):
     cfg = load_config(SMOKE, ["model.final_endpoint=Conv3d_1a_7x7", *overrides])
     i3d_ms.set_mode("pynative")
     np.random.seed(0)
-    net = build_net(cfg["model"], 4)
+    net = build_net(cfg["model"], 4, cfg["train"]["precision"])
     if seed_params is not None:
         for p in net.get_parameters():
             p.set_data(mindspore.Tensor(seed_params[p.name]))
