@@ -132,6 +132,7 @@ def taps(weight, scale=None):
 
 
 _transpose = ops.Transpose()
+_unstack = ops.Unstack(0)
 
 
 def conv_frames(x, taps, kernel, pads, out):
@@ -146,8 +147,9 @@ def conv_frames(x, taps, kernel, pads, out):
     n, c = x.shape[0], x.shape[4]
     kd = kernel[0]
     if kernel == (1, 1, 1) and pads == ((0, 0), (0, 0), (0, 0)):
-        return ops.matmul(x.reshape(-1, c), taps[0])
+        return ops.matmul(x.reshape(-1, c), taps.reshape(c, -1))
     idx, bands, dp, k = _patch_plan(x.shape, kernel, pads, out, x.dtype)
+    taps = _unstack(taps) if kd > 1 else (taps.reshape(k, -1),)
     src = ops.cat((x.reshape(-1, c), ops.zeros((1, c), x.dtype)), 0)
     frames = n * dp - kd + 1
     parts = ()
