@@ -127,7 +127,7 @@ def taps(weight, scale=None):
     w = _transpose(weight.reshape(cout, cin, kd * kh * kw), (2, 1, 0))  # one 3-D transpose: the
     w = w.reshape(-1, cout)  # fastest form of this permutation on MindSpore's CPU
     if scale is not None:
-        w = channel_scale(w, scale.astype(w.dtype))
+        w = channel_scale(w, scale)
     return w.reshape(kd, kh * kw * cin, cout)
 
 

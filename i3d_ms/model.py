@@ -36,6 +36,7 @@ class BatchNorm(nn.Cell):
         super().__init__()
         f32 = getattr(ms, dtype)
         self.eps, self.momentum = Tensor(eps, f32), momentum  # a Tensor: a bare float is float32
+        self.eps_c = Tensor(np.full(channels, eps), f32)  # per channel: no broadcast (see kernels)
         self.gamma = Parameter(Tensor(np.ones(channels), f32), name="gamma") if scale else None
         self.ones = Tensor(np.ones(channels), f32)
         self.beta = Parameter(Tensor(np.zeros(channels), f32), name="beta")
@@ -71,7 +72,7 @@ class BatchNorm(nn.Cell):
 
     def folded(self):
         """(scale, shift) of inference: y = x * scale + shift per channel."""
-        scale = ops.rsqrt(self.moving_variance + self.eps)
+        scale = ops.rsqrt(self.moving_variance + self.eps_c)
         if self.gamma is not None:
             scale = scale * self.gamma
         return scale, self.beta - self.moving_mean * scale
@@ -83,7 +84,7 @@ class BatchNorm(nn.Cell):
         mean = x.sum(0) / count
         centred = ops.bias_add(x, -mean)
         var = (centred * centred).sum(0) / count
-        scale = ops.rsqrt(var + self.eps)
+        scale = ops.rsqrt(var + self.eps_c)
         if self.gamma is not None:
             scale = scale * self.gamma
         self._update(mean, var, count)
@@ -187,7 +188,7 @@ class Unit3d(nn.Cell):
         else:
             scale, shift = self.bn.folded()
             y, shape = self.conv.rows(x, pads, scale)
-            y = ops.bias_add(y, shift.astype(y.dtype))
+            y = ops.bias_add(y, shift)
         return self.relu(y).reshape(shape + (-1,))
 
 
