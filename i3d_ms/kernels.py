@@ -1,7 +1,7 @@
 """Which kernels the MindSpore twin runs, and the channels-last ones it builds from matmuls.
 
 MindSpore 2.10's CPU Conv3D hands plain NCDHW tensors to oneDNN, whose 'ncsp' wrapper then
-runs the reference convolution on CPUs with AVX-512: about 1 GFLOP/s (its matmul reaches 250),
+runs the reference convolution on CPUs with AVX-512: about 1 GFLOP/s (its matmul reaches 440),
 so a 64x224x224 clip took minutes. On the CPU the twin therefore runs channels-last (NDHWC) and
 turns every convolution into matmuls at the machine's rate (`benchmarks/results/
 cpu-2core-mindspore.md` has the measurements that chose each kernel below):
@@ -75,6 +75,7 @@ def _rows(n, d, h, w):
 
 
 PATCH_BYTES = 128 << 20  # the patches gathered at once: a bound on the conv's working memory
+_ITEMSIZE = {ms.float16: 2, ms.bfloat16: 2, ms.float32: 4, ms.float64: 8}
 
 
 def _patch_index(n, d, h, w, kernel, pads, out, part, parts):
@@ -101,7 +102,7 @@ def _patch_plan(shape, kernel, pads, out, dtype):
     n, d, h, w, c = shape
     dp = d + pads[0][0] + pads[0][1]
     k = kernel[1] * kernel[2] * c
-    size = n * dp * out[1] * out[2] * k * np.dtype(ms.dtype_to_nptype(dtype)).itemsize
+    size = n * dp * out[1] * out[2] * k * _ITEMSIZE.get(dtype, 4)
     parts = int(min(out[1], -(-size // PATCH_BYTES)))
     idx = tuple(_tensor(("patch",), _patch_index, n, d, h, w, kernel, pads, out[1:], i, parts)
                 for i in range(parts))

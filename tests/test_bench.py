@@ -56,28 +56,32 @@ def test_bench_train_honours_dtype_and_ops_compares_the_fast_paths(tmp_path):
     assert "| torch eager | bfloat16 | 8x40x40 | 2 |" in md and "| stem: conv3d |" in md
 
 
-# The guard CI runs (README, "Speed"): at 16x112x112 the 3x3x3 convolutions carry most of the
-# work, as at 64x224x224, and the native Conv3D that oneDNN runs as its reference kernel on
-# this AVX-512 CPU took 30-100x torch's time there (benchmarks/results/cpu-2core-mindspore.md).
+# The ratio guard as CI runs it (README, "Benchmarks"): a 16x112x112 clip, where the 3x3x3
+# convolutions carry most of the work as at 64x224x224. There, on an idle machine, the native
+# Conv3D (oneDNN's reference kernel on this AVX-512 CPU) took 83x (graph) and 92x (PyNative)
+# torch eager's time, the matmul kernels 1.15x and 3.3x. Graph mode is held to 2x: its few large
+# kernels keep the ratio under load (1.33x while the other test worker trained). PyNative's
+# hundreds of small synchronous launches are not: 10x under that load, so it is held to 30x,
+# which still fails the native kernel by 3x.
 GUARD = ("bench", "--suite", "infer", "--frameworks", "torch", "mindspore", "--frames", "16",
-         "--size", "112", "--repeat", "3", "--no-compile", "--max-ratio", "2")
+         "--size", "112", "--repeat", "3", "--no-compile")
+LIMITS = {"mindspore graph": 2.0, "mindspore pynative": 30.0}
 
 
 @pytest.mark.slow
-def test_ratio_guard_holds_mindspore_within_2x_of_torch(tmp_path):
+def test_ratio_guard_holds_mindspore_near_torch(tmp_path):
     """MindSpore's median time over torch eager's, both modes, one process (a ratio holds on a
-    loaded machine where a time limit does not), in the JSON and the markdown; over the limit
-    `i3d bench` says which row and exits 1."""
-    r = i3d(*GUARD, "--out", tmp_path, "--name", "g")
-    assert r.returncode == 0, r.stdout + r.stderr
+    loaded machine where a time limit does not), in the JSON and the markdown; `--max-ratio`
+    over the limit names the rows on stderr and exits 1, the results written all the same."""
+    ok(*GUARD, "--out", tmp_path, "--name", "g")
     result = json.load(open(tmp_path / "g.json"))
     ratios = {x["name"]: x["ratio"] for x in result["ratios"]}
-    assert set(ratios) == {"mindspore graph", "mindspore pynative"}
-    assert all(0 < v <= 2 for v in ratios.values()), ratios
+    assert ratios.keys() == LIMITS.keys()
+    assert all(0 < ratios[k] <= LIMITS[k] for k in LIMITS), ratios
     assert "MindSpore / torch eager, median time: infer graph" in (tmp_path / "g.md").read_text()
     from benchmarks.run import over
 
-    assert over(result, 2) == []
+    assert over(result, max(ratios.values())) == []
     lines = over(result, min(ratios.values()) / 2)
     assert len(lines) == 2 and "infer: mindspore graph takes" in lines[0]
     r = i3d("bench", "--suite", "infer", "--frameworks", "torch", "mindspore", "--frames", "8",
