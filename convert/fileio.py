@@ -159,21 +159,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _create(path: str, replaced: os.stat_result | None) -> str:
-    """An empty temporary file for `path`: the umask's permissions, or those of the file it
-    replaces."""
+def _create(path: str, replaced: os.stat_result | None, temps: list):
+    """An empty temporary file for `path` (the umask's permissions, or those of the file it
+    replaces), listed in `temps` for removal. SIGTERM and SIGHUP wait while it is created and
+    listed: delivered between the two, the unwinding left it behind (seen under load)."""
     for _ in range(100):
         tmp = temp_name(path)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGHUP))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            temps.append(tmp)
         except FileExistsError:
             continue
         except OSError as e:
             raise I3DError(f"{path}: cannot write ({e.strerror})") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if replaced is not None:
             os.fchmod(fd, stat.S_IMODE(replaced.st_mode) & 0o777)
         os.close(fd)
-        return tmp
+        return
     raise I3DError(f"{path}: no free temporary name beside it")
 
 
@@ -254,7 +259,7 @@ def atomic_outputs(paths: list, force: bool = False):
         with _signals_unwind():
             try:
                 for p, st in zip(paths, replaced):
-                    temps.append(_create(p, st))
+                    _create(p, st, temps)
                 yield list(temps)
                 for tmp in temps:
                     with open(tmp, "rb+") as f:
