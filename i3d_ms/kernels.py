@@ -17,7 +17,8 @@ cpu-2core-mindspore.md` has the measurements that chose each kernel below):
   normalises the (positions, channels) view, its statistics by ReduceSum (MindSpore's CPU
   ReduceMean and broadcast multiply are 10x slower on that view than ReduceSum, BiasAdd and
   a Tile'd multiply);
-- max-pools gather a -inf-padded canvas and take separable maxima over shifted row ranges.
+- max-pools gather a -inf-padded canvas and take separable maxima over shifted row ranges
+  (inference; training runs MaxPool3D, whose backward is faster: `model.MaxPool3d`).
 
 Index tables are numpy, computed once per input shape (`ms.constexpr`: constants of the graph
 in graph mode, cached tensors in pynative).
@@ -125,14 +126,14 @@ def taps(weight, scale=None):
     """Conv weight (cout, cin, kd, kh, kw) -> (kd, kh*kw*cin, cout), the rows of each temporal
     tap in the patches' order; times the per-channel `scale` (folded BatchNorm) if given."""
     cout, cin, kd, kh, kw = weight.shape
-    w = _transpose(weight.reshape(cout, cin, kd * kh * kw), (2, 1, 0))  # one 3-D transpose: the
+    w = transpose(weight.reshape(cout, cin, kd * kh * kw), (2, 1, 0))  # one 3-D transpose: the
     w = w.reshape(-1, cout)  # fastest form of this permutation on MindSpore's CPU
     if scale is not None:
         w = channel_scale(w, scale)
     return w.reshape(kd, kh * kw * cin, cout)
 
 
-_transpose = ops.Transpose()
+transpose = ops.Transpose()
 _unstack = ops.Unstack(0)
 
 
@@ -235,7 +236,7 @@ def conv_strided(x, weight, stride, pads, scale=None):
     cout = weight.shape[0]
     (front, back), idx, canvas, kernel, out = _strided_plan(x.shape, weight.shape[2:], stride,
                                                             pads)
-    x = _transpose(x, (0, 2, 3, 4, 1))
+    x = transpose(x, (0, 2, 3, 4, 1))
     if front or back:
         x = _pad_zeros(x, 3, front, back)
     sd, sh, sw = stride
@@ -246,7 +247,7 @@ def conv_strided(x, weight, stride, pads, scale=None):
     for axis, (t, s) in enumerate(zip(kernel, stride), 2):
         w = _pad_zeros(w, axis, 0, t * s - w.shape[axis])
     td, th, tw = kernel
-    w = _transpose(w.reshape(cout, c, td, sd, th, sh, tw, sw), (0, 3, 5, 7, 1, 2, 4, 6)) \
+    w = transpose(w.reshape(cout, c, td, sd, th, sh, tw, sw), (0, 3, 5, 7, 1, 2, 4, 6)) \
         .reshape(cout, k, td, th, tw)
     return conv_frames(blocks, taps(w, scale), kernel, ((0, 0), (0, 0), (0, 0)), out), out
 
