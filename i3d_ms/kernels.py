@@ -134,6 +134,7 @@ def taps(weight, scale=None):
 
 
 transpose = ops.Transpose()
+matmul = ops.MatMul()  # the primitive: its gradient multiplies transposed, the functional one transposes the patches first
 _unstack = ops.Unstack(0)
 
 
@@ -149,7 +150,7 @@ def conv_frames(x, taps, kernel, pads, out):
     n, c = x.shape[0], x.shape[4]
     kd = kernel[0]
     if kernel == (1, 1, 1) and pads == ((0, 0), (0, 0), (0, 0)):
-        return ops.matmul(x.reshape(-1, c), taps.reshape(c, -1))
+        return matmul(x.reshape(-1, c), taps.reshape(c, -1))
     idx, bands, dp, k = _patch_plan(x.shape, kernel, pads, out, x.dtype)
     taps = _unstack(taps) if kd > 1 else (taps.reshape(k, -1),)
     src = ops.cat((x.reshape(-1, c), ops.zeros((1, c), x.dtype)), 0)
@@ -159,7 +160,7 @@ def conv_frames(x, taps, kernel, pads, out):
         patches = ops.gather(src, rows, 0).reshape(-1, k)  # (n*dp*f, kh*kw*c)
         y = None
         for a in range(kd):
-            part = ops.matmul(patches, taps[a])
+            part = matmul(patches, taps[a])
             part = part[a * f:(a + frames) * f] if kd > 1 else part
             y = part if y is None else y + part
         parts = parts + (y.reshape(frames, f, -1),)
