@@ -13,23 +13,17 @@ at 64x224x224). Writes OUT.md and OUT.json (atomically, all or none).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
 import time
 
+from .timing import measure
+
 
 def _time(fn, repeat):
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times) if times else first
+    """(first call, median of `repeat` more) seconds."""
+    first = measure(fn, 0, 1)["median_s"]
+    return first, measure(fn, 0, repeat)["median_s"] if repeat else first
 
 
 def measure(frames, size, repeat, convs, modes, native_limit, progress=print) -> dict:
@@ -128,6 +122,11 @@ def main(argv=None) -> int:
     p.add_argument("--native-limit", type=float, default=20.0)
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
+    for name in ("frames", "size", "repeat"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not args.native_limit > 0:
+        p.error(f"--native-limit must be a number of seconds above 0, got {args.native_limit}")
     base = args.out[:-3] if args.out.endswith(".md") else args.out
     try:
         with atomic_outputs([base + ".md", base + ".json"], args.force) as (md, js):

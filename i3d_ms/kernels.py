@@ -66,13 +66,25 @@ def choose(conv: str, dtype: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _tensor(key, array_fn, *args):
+def _tensor(array_fn, *args):
+    """The index table array_fn(*args) as a Tensor, built once per shape."""
     return Tensor(array_fn(*args))
 
 
-def _rows(n, d, h, w):
-    """Row index of every position of an (n, d, h, w) map; the row n*d*h*w is the padding."""
-    return np.arange(n * d * h * w, dtype=np.int64).reshape(n, d, h, w)
+def _conv_out(sizes, kernel, stride, pads):
+    return tuple((n + a + b - k) // s + 1 for n, k, s, (a, b) in zip(sizes, kernel, stride, pads))
+
+
+out_size = ms.constexpr(_conv_out)  # the output size of a conv, at graph compile time
+
+
+def _padded(n, d, h, w, pads):
+    """Row of every position of the (front, back) padded (n, d, h, w) map in the unpadded
+    one's (n*d*h*w, c) rows; padding positions get the pad row n*d*h*w appended below them."""
+    (fd, bd), (fh, bh), (fw, bw) = pads
+    src = np.full((n, d + fd + bd, h + fh + bh, w + fw + bw), n * d * h * w, np.int64)
+    src[:, fd:fd + d, fh:fh + h, fw:fw + w] = np.arange(n * d * h * w).reshape(n, d, h, w)
+    return src
 
 
 PATCH_BYTES = 128 << 20  # the patches gathered at once: a bound on the conv's working memory
@@ -81,18 +93,14 @@ _ITEMSIZE = {ms.float16: 2, ms.bfloat16: 2, ms.float32: 4, ms.float64: 8}
 
 def _patch_index(n, d, h, w, kernel, pads, out, part, parts):
     """Rows of the (kh, kw) patches of output rows `part` of `parts` (ho split in row bands):
-    (n, dp, band rows, wo, kh, kw) -> source row or the pad row. dp = d + the time padding
+    (n, dp, band rows, wo, kh, kw) -> source row or the pad row; dp = d + the time padding
     (padded frames are all pad rows); ho, wo = `out`."""
     _, kh, kw = kernel
-    (fd, bd), (fh, _), (fw, _) = pads
-    ho, wo = out
-    src = np.full((n, d + fd + bd, h + 2 * kh, w + 2 * kw), n * d * h * w, np.int64)
-    src[:, fd:fd + d, kh:kh + h, kw:kw + w] = _rows(n, d, h, w)
-    band = np.array_split(np.arange(ho), parts)[part]
-    r = band[:, None] + np.arange(kh)[None, :] - fh + kh  # (band, kh)
-    c = np.arange(wo)[:, None] + np.arange(kw)[None, :] - fw + kw  # (wo, kw)
-    idx = src[:, :, r[:, None, :, None], c[None, :, None, :]]  # (n, dp, band, wo, kh, kw)
-    return idx.reshape(-1).astype(np.int32)
+    src = _padded(n, d, h, w, pads)
+    band = np.array_split(np.arange(out[0]), parts)[part]
+    r = band[:, None] + np.arange(kh)[None, :]  # (band, kh), in padded coordinates
+    c = np.arange(out[1])[:, None] + np.arange(kw)[None, :]  # (wo, kw)
+    return src[:, :, r[:, None, :, None], c[None, :, None, :]].reshape(-1).astype(np.int32)
 
 
 @ms.constexpr
@@ -105,7 +113,7 @@ def _patch_plan(shape, kernel, pads, out, dtype):
     k = kernel[1] * kernel[2] * c
     size = n * dp * out[1] * out[2] * k * _ITEMSIZE.get(dtype, 4)
     parts = int(min(out[1], -(-size // PATCH_BYTES)))
-    idx = tuple(_tensor(("patch",), _patch_index, n, d, h, w, kernel, pads, out[1:], i, parts)
+    idx = tuple(_tensor(_patch_index, n, d, h, w, kernel, pads, out[1:], i, parts)
                 for i in range(parts))
     bands = tuple(len(b) * out[2] for b in np.array_split(np.arange(out[1]), parts))
     return idx, bands, dp, k
@@ -119,7 +127,7 @@ def _frames_index(n, dp, do, f):
 
 @ms.constexpr
 def _frames_plan(n, dp, do, f):
-    return _tensor(("frames", n, dp, do, f), _frames_index, n, dp, do, f)
+    return _tensor(_frames_index, n, dp, do, f)
 
 
 def taps(weight, scale=None):
@@ -171,14 +179,10 @@ def conv_frames(x, taps, kernel, pads, out):
 
 
 def _pad_zeros(x, axis, front, back):
-    """Zero-pad (or, with a negative back, crop) one axis by concatenation: no Pad op, whose
-    CPU backward (PadV3Grad) is wrong in graph mode from the second step (README, "Graph
-    mode on CPU")."""
+    """Zero-pad one axis by concatenation: no Pad op, whose CPU backward (PadV3Grad) is wrong
+    in graph mode from the second step (README, "Graph mode on CPU")."""
     parts = []
     shape = list(x.shape)
-    if back < 0:
-        x = x.narrow(axis, 0, x.shape[axis] + back)
-        back = 0
     if front:
         shape[axis] = front
         parts.append(ops.zeros(tuple(shape), x.dtype))
@@ -189,7 +193,7 @@ def _pad_zeros(x, axis, front, back):
     return ops.cat(parts, axis) if len(parts) > 1 else x
 
 
-def _s2d_index(n, d, h, w, c, stride, pads, canvas):
+def _s2d_index(n, d, h, w, stride, pads, canvas):
     """Rows of the space-to-depth canvas (n, dn, hn, wn, sd, sh) of an NDHWC clip whose rows
     are runs of sw pixels (the padding's front in W a multiple of sw): source row or pad row."""
     sd, sh, sw = stride
@@ -214,17 +218,15 @@ def _strided_plan(shape, kernel, stride, pads):
     stride, the canvas index, the canvas (dn, hn, wn), the taps ceil(k / s) per dimension and
     the output size."""
     n, c, d, h, w = shape
-    out = tuple((size + a + b - k) // s + 1
-                for size, k, s, (a, b) in zip((d, h, w), kernel, stride, pads))
+    out = _conv_out((d, h, w), kernel, stride, pads)
     taps = tuple(-(-k // s) for k, s in zip(kernel, stride))
     canvas = tuple(o + t - 1 for o, t in zip(out, taps))
-    sw, (fw, bw) = stride[2], pads[2]
+    sw, fw = stride[2], pads[2][0]
     front = fw % sw
     back = (-(w + front)) % sw
     w2 = w + front + back
     pads2 = (pads[0], pads[1], (fw - front, 0))
-    idx = _tensor(("s2d", shape, kernel, stride, pads), _s2d_index, n, d, h, w2, c, stride,
-                  pads2, canvas)
+    idx = _tensor(_s2d_index, n, d, h, w2, stride, pads2, canvas)
     return (front, back), idx, canvas, taps, out
 
 
@@ -254,10 +256,7 @@ def conv_strided(x, weight, stride, pads, scale=None):
 
 
 def _canvas_index(n, d, h, w, pads):
-    (fd, bd), (fh, bh), (fw, bw) = pads
-    src = np.full((n, d + fd + bd, h + fh + bh, w + fw + bw), n * d * h * w, np.int64)
-    src[:, fd:fd + d, fh:fh + h, fw:fw + w] = _rows(n, d, h, w)
-    return src.reshape(-1).astype(np.int32)
+    return _padded(n, d, h, w, pads).reshape(-1).astype(np.int32)
 
 
 def _pool_out_index(n, dims, stride, out):
@@ -273,8 +272,8 @@ def _pool_plan(shape, kernel, stride, pads):
     n, d, h, w, _ = shape
     dims = tuple(s + a + b for s, (a, b) in zip((d, h, w), pads))
     out = tuple((s + st - 1) // st for s, st in zip((d, h, w), stride))
-    canvas = _tensor(("canvas", shape, pads), _canvas_index, n, d, h, w, pads)
-    picks = _tensor(("picks", n, dims, stride, out), _pool_out_index, n, dims, stride, out)
+    canvas = _tensor(_canvas_index, n, d, h, w, pads)
+    picks = _tensor(_pool_out_index, n, dims, stride, out)
     return canvas, picks, dims, out
 
 

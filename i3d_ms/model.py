@@ -35,8 +35,9 @@ class BatchNorm(nn.Cell):
                  dtype: str = "float32"):
         super().__init__()
         f32 = getattr(ms, dtype)
-        self.eps, self.momentum = Tensor(eps, f32), momentum  # a Tensor: a bare float is float32
-        self.eps_c = Tensor(np.full(channels, eps), f32)  # per channel: no broadcast (see kernels)
+        # per channel, as a Tensor: a bare float is float32, and MindSpore's CPU broadcasting
+        # add is slow on the channels-last rows (see kernels)
+        self.eps, self.momentum = Tensor(np.full(channels, eps), f32), momentum
         self.gamma = Parameter(Tensor(np.ones(channels), f32), name="gamma") if scale else None
         self.ones = Tensor(np.ones(channels), f32)
         self.beta = Parameter(Tensor(np.zeros(channels), f32), name="beta")
@@ -58,7 +59,7 @@ class BatchNorm(nn.Cell):
         mean = self.reduce_mean(x, (0, 2, 3, 4))
         centred = x - mean
         var = self.reduce_mean(centred * centred, (0, 2, 3, 4))
-        scale = ops.rsqrt(var + self.eps)
+        scale = ops.rsqrt(var + self.eps.reshape(1, c, 1, 1, 1))
         if self.gamma is not None:
             scale = scale * self.gamma.reshape(1, c, 1, 1, 1)
         self._update(mean.reshape(c), var.reshape(c), n * d * h * w)
@@ -72,7 +73,7 @@ class BatchNorm(nn.Cell):
 
     def folded(self):
         """(scale, shift) of inference: y = x * scale + shift per channel."""
-        scale = ops.rsqrt(self.moving_variance + self.eps_c)
+        scale = ops.rsqrt(self.moving_variance + self.eps)
         if self.gamma is not None:
             scale = scale * self.gamma
         return scale, self.beta - self.moving_mean * scale
@@ -84,7 +85,7 @@ class BatchNorm(nn.Cell):
         mean = x.sum(0) / count
         centred = ops.bias_add(x, -mean)
         var = (centred * centred).sum(0) / count
-        scale = ops.rsqrt(var + self.eps_c)
+        scale = ops.rsqrt(var + self.eps)
         if self.gamma is not None:
             scale = scale * self.gamma
         self._update(mean, var, count)
@@ -137,14 +138,9 @@ class Conv3d(nn.Cell):
         if self.stride != (1, 1, 1):
             y, out = kernels.conv_strided(x, self.weight, self.stride, pads, scale)
             return y, (x.shape[0],) + out
-        out = _out_size(x.shape[1:4], self.kernel, pads)
+        out = kernels.out_size(x.shape[1:4], self.kernel, self.stride, pads)
         taps = kernels.taps(self.weight, scale)
         return kernels.conv_frames(x, taps, self.kernel, pads, out), (x.shape[0],) + out
-
-
-@ms.constexpr
-def _out_size(sizes: tuple, kernel: tuple, pads: tuple) -> tuple:
-    return tuple(s + a + b - k + 1 for s, k, (a, b) in zip(sizes, kernel, pads))
 
 
 @ms.constexpr

@@ -103,9 +103,9 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
     """benchmarks/train_ab.py and gpu_check.py: bad numbers, results they would overwrite
     (without --force), a file for a folder or on its way, no CUDA for the profile: exit 2 and
     one line on stderr saying why, before any work; nothing is written."""
-    from benchmarks import gpu_check, train_ab
+    from benchmarks import gpu_check, ms_kernels, train_ab
 
-    for name in ("train-kernels.txt", "gpu-check.json"):
+    for name in ("train-kernels.txt", "gpu-check.json", "kernels.md"):
         (tmp_path / name).write_text("precious")
     cases = [(train_ab, ("--rounds", "0"), "train_ab: error: --rounds must be at least 1"),
              (train_ab, ("--rounds", "x"), "train_ab: error: argument --rounds: invalid int"),
@@ -116,7 +116,11 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
              (gpu_check, (tmp_path / "gpu-check.json",), "not a folder"),
              (gpu_check, (tmp_path / "gpu-check.json" / "out",), "Not a directory"),
              (gpu_check, (tmp_path / "new", "--budget", "nan"), "--budget must be a number"),
-             (gpu_check, (tmp_path / "new", "--budget", "0"), "--budget must be a number")]
+             (gpu_check, (tmp_path / "new", "--budget", "0"), "--budget must be a number"),
+             (ms_kernels, (tmp_path / "k.md", "--frames", "0"), "--frames must be at least 1"),
+             (ms_kernels, (tmp_path / "k.md", "--native-limit", "nan"), "--native-limit must"),
+             (ms_kernels, (tmp_path / "k.md", "--convs", "im2col"), "invalid choice"),
+             (ms_kernels, (tmp_path / "kernels.md",), "already exists (use --force")]
     for script, argv, words in cases:
         try:
             code = script.main([str(a) for a in argv])
@@ -124,6 +128,7 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
             code = e.code
         err = capsys.readouterr().err
         assert code == 2 and len(err.splitlines()) == 1 and words in err, (argv, err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-check.json", "train-kernels.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-check.json", "kernels.md",
+                                                           "train-kernels.txt"]
     assert {p.read_text() for p in tmp_path.iterdir()} == {"precious"}
 
