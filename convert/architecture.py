@@ -172,6 +172,9 @@ def _layers(num_classes: int) -> tuple:
 LAYERS = _layers(NUM_CLASSES)
 END_POINTS = tuple(layer.name for layer in LAYERS) + ("Predictions",)
 FEATURES = 1024  # channels out of Mixed_5c
+# What the head yields, in order (the twins' end points after Mixed_5c): the pooled Mixed_5c map
+# per time step (B, 1024, T') and averaged (B, 1024), the logits per time step and averaged.
+HEAD_OUTPUTS = ("PerTimeFeatures", "Features", "PerTimeLogits", "Logits")
 
 
 def layers(num_classes: int = NUM_CLASSES) -> tuple:

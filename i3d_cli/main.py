@@ -11,20 +11,21 @@ import sys
 
 from convert.errors import ArgumentParser, I3DError, printable
 
-from . import bench, parity, predict, training, weights
+from . import bench, fvd, parity, predict, training, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
     from i3d_video import SAMPLE
 
     p = ArgumentParser(prog="i3d", description="I3D in MindSpore and PyTorch: "
-                       "predict, convert, check parity, benchmark, train.")
+                       "predict, convert, check parity, benchmark, train, FVD and features.")
     sub = p.add_subparsers(dest="command", required=True)
     predict.register(sub, SAMPLE)
     weights.register(sub)
     parity.register(sub, SAMPLE)
     bench.register(sub)
     training.register(sub)
+    fvd.register(sub)
     return p
 
 

@@ -232,7 +232,7 @@ class Mixed(nn.Cell):
 
 
 class Head(nn.Cell):
-    """Returns (Features, PerTimeLogits, Logits), as the torch twin's end points."""
+    """Returns `arch.HEAD_OUTPUTS`, as the torch twin's end points."""
 
     def __init__(self, head: arch.Head, variant, kind: str, keep_prob: float, dtype: str,
                  conv: str = "auto"):
@@ -246,9 +246,10 @@ class Head(nn.Cell):
             x = x.mean(axis=(3, 4), keep_dims=True)
         else:
             x = ops.avg_pool3d(x, self.pool, 1)
+        per_time_features = x.mean(axis=(3, 4))
         features = x.mean(axis=(2, 3, 4))
         per_time = self.unit(self.dropout(x)).squeeze(4).squeeze(3)
-        return features, per_time, per_time.mean(axis=2)
+        return per_time_features, features, per_time, per_time.mean(axis=2)
 
 
 class InceptionI3d(nn.Cell):
@@ -294,13 +295,14 @@ class InceptionI3d(nn.Cell):
         if self.head is not None:
             setattr(self, arch.LAYERS[-1].unit.path, self.head.unit)
         self.end_point_names = tuple(names) + (
-            ("Features", "PerTimeLogits", "Logits") if self.head is not None else ())
+            arch.HEAD_OUTPUTS if self.head is not None else ())
         self.predictions = self.final_endpoint == "Predictions"
         if self.predictions:
             self.end_point_names += ("Predictions",)
 
-    def walk(self, x, every: bool = False):
-        """The end points in a tuple: all of them (`every`) or the last alone; maps NCDHW."""
+    def walk(self, x, every: bool = False, head: bool = False):
+        """The end points in a tuple: all of them (`every`), the head's (`head`) or the last
+        alone; maps NCDHW."""
         outs = ()
         for step in self.steps:
             x = step(x)
@@ -311,7 +313,7 @@ class InceptionI3d(nn.Cell):
         heads = self.head(self._ncdhw(x))
         if self.predictions:
             heads = heads + (ops.softmax(heads[-1], axis=1),)
-        return outs + heads if every else heads[-1:]
+        return outs + heads if every else heads if head else heads[-1:]
 
     def _ncdhw(self, x):
         return x.transpose(0, 4, 1, 2, 3) if self.channels_last else x
@@ -322,20 +324,28 @@ class InceptionI3d(nn.Cell):
     def end_points(self, x) -> dict:
         """{end point name: Tensor}. Compiled as a whole in graph mode (through a wrapper cell
         kept outside the cell tree, so parameter names do not change)."""
-        if "_walker" not in self.__dict__:
-            self.__dict__["_walker"] = _Walker(self)
-        return dict(zip(self.end_point_names, self.__dict__["_walker"](x)))
+        return dict(zip(self.end_point_names, self._walker("every")(x)))
+
+    def head_outputs(self, x) -> dict:
+        """{name: Tensor} of `arch.HEAD_OUTPUTS` alone, the maps on the way not kept."""
+        return dict(zip(arch.HEAD_OUTPUTS, self._walker("head")(x)))
+
+    def _walker(self, kind: str):
+        key = f"_walker_{kind}"  # outside the cell tree: parameter names stay the table's
+        if key not in self.__dict__:
+            self.__dict__[key] = _Walker(self, kind == "every", kind == "head")
+        return self.__dict__[key]
 
 
 class _Walker(nn.Cell):
-    """Calling it returns the tuple of every end point of `net`."""
+    """Calling it returns the tuple of end points of `net` that `walk(x, every, head)` gives."""
 
-    def __init__(self, net: InceptionI3d):
+    def __init__(self, net: InceptionI3d, every: bool, head: bool):
         super().__init__(auto_prefix=False)
-        self.net = net
+        self.net, self.every, self.head = net, every, head
 
     def construct(self, x):
-        return self.net.walk(x, True)
+        return self.net.walk(x, self.every, self.head)
 
 
 def parameters_from(weights: dict, dtype: str | None = None) -> dict:

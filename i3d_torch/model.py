@@ -275,7 +275,8 @@ class InceptionI3d(nn.Module):
 
     forward(x) returns the final end point (the (B, classes) logits by default);
     end_points(x) returns every end point on the way, and with the head also
-    'Features' (B, 1024, the pooled Mixed_5c feature) and 'PerTimeLogits' (B, classes, T').
+    'PerTimeFeatures' (B, 1024, T': the head's pooled Mixed_5c map, one vector per 8 frames),
+    'Features' (B, 1024, those averaged over time) and 'PerTimeLogits' (B, classes, T').
     head='deepmind' is DeepMind's (2, 7, 7) VALID average pool; head='global' averages all of
     H and W instead, for inputs whose Mixed_5c map is not 7x7.
     """
@@ -322,6 +323,7 @@ class InceptionI3d(nn.Module):
                 raise ValueError(f"Mixed_5c map {tuple(x.shape[2:])} is smaller than the "
                                  f"{head.pool} pool; use head='global' for this input size")
             x = F.avg_pool3d(x, head.pool, 1)
+        yield "PerTimeFeatures", x.mean(dim=(3, 4))
         yield "Features", x.mean(dim=(2, 3, 4))
         per_time = getattr(self, head.unit.path)(self.dropout(x)).squeeze(4).squeeze(3)
         yield "PerTimeLogits", per_time
@@ -343,6 +345,10 @@ class InceptionI3d(nn.Module):
 
     def end_points(self, x) -> dict:
         return dict(self._walk(x))
+
+    def head_outputs(self, x) -> dict:
+        """{name: tensor} of `arch.HEAD_OUTPUTS` alone (the maps on the way are let go)."""
+        return {k: v for k, v in self._walk(x) if k in arch.HEAD_OUTPUTS}
 
 
 def state_dict_from(weights: dict) -> dict:

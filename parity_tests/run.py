@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert.architecture import DEEPMIND, END_POINTS
+from convert.architecture import DEEPMIND, END_POINTS, HEAD_OUTPUTS
 
 from .metrics import MIN_COSINE, compare, first_failure, relative_error
 
@@ -13,7 +13,7 @@ from .metrics import MIN_COSINE, compare, first_failure, relative_error
 # sample clip (bf16: max abs 0.35 at 64x224, 1.08 on per-time logits of a 16x112 global-head
 # clip, cosine >= 0.99977; fp16: 0.036 at 64x224, 0.125 at 16x112, cosine >= 0.999996).
 TOLERANCES = {"float32": (1e-4, MIN_COSINE), "bfloat16": (2.5, 0.999), "float16": (0.3, 0.99995)}
-ORDER = END_POINTS[:-2] + ("Features", "PerTimeLogits", "Logits", "Predictions")
+ORDER = END_POINTS[:-2] + HEAD_OUTPUTS + ("Predictions",)
 
 
 def batch_of(clip: np.ndarray, batch: int) -> np.ndarray:
