@@ -13,8 +13,14 @@ class Extractor:
     of the extractor's framework in the twins' layout (B, 3, T, H, W)) -> {head output: numpy}
     (`arch.HEAD_OUTPUTS`). On CUDA, torch runs in channels_last_3d."""
 
-    def __init__(self, framework: str, weights: dict, variant=arch.DEEPMIND, device: str = "cpu",
-                 ms_mode: str = "graph"):
+    def __init__(self, framework: str, weights="default", variant=arch.DEEPMIND,
+                 device: str = "cpu", ms_mode: str = "graph"):
+        """`weights`: canonical weights, or a file (or 'default') for `read_weights`."""
+        if isinstance(weights, str):
+            from convert.checkpoints import read_weights
+
+            weights, info = read_weights(weights, variant)
+            variant = info["variant"]
         self.framework, self.device = framework, device
         self.min_frames = arch.min_frames(variant)  # fewer, and the head has nothing to pool
         if framework == "mindspore":

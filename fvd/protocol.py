@@ -63,3 +63,8 @@ def fvd_frames(frames: np.ndarray, size: int = SIZE) -> np.ndarray:
     """Decoded frames (T, H, W, 3) -> the network's frames (T, size, size, 3) in [-1, 1]."""
     frames = np.asarray(frames)
     return scale(resize_bilinear_tf1(pixels(frames), size))
+
+
+def fvd_frames_batch(videos) -> np.ndarray:
+    """(B, T, H, W, 3) videos -> (B, T, size, size, 3) network frames, video by video."""
+    return np.stack([fvd_frames(v) for v in videos])

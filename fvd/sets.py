@@ -20,6 +20,7 @@ from .arrays import open_arrays
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 CHUNK = 16  # frames decoded before the transform takes them
+ROW_BYTES = 1 << 31  # one video of an array set, read whole
 STATS_KIND = "i3d-fvd-stats"
 
 
@@ -97,8 +98,9 @@ def _array_videos(path: str, stack) -> list:
                        "or floats in [0, 1]")
     n, t, h, w = a.shape[:4]
     check_frame_size(a.where, h, w)
-    if t > MAX_FRAMES:
-        raise I3DError(f"{a.where}: {t} frames per video, more than {MAX_FRAMES}")
+    if t > MAX_FRAMES or a.nbytes // max(n, 1) > ROW_BYTES:
+        raise I3DError(f"{a.where}: videos of {t} frames of {h}x{w}, more than one video read "
+                       f"at once allows ({MAX_FRAMES} frames, {ROW_BYTES >> 20} MiB)")
     rows, held = a.rows(), [-1, None]  # videos are read in order: one row in memory
 
     def reader(i):
@@ -151,8 +153,21 @@ def read_stats(path: str):
     return stats, info
 
 
-def open_set(path: str, stack) -> list:
-    """The videos of the set at `path`, in name order (files kept open on `stack`)."""
+def _each(opener, paths: list, bad: list | None) -> list:
+    out = []
+    for p in paths:
+        try:
+            out.append(opener(p))
+        except I3DError as e:
+            if bad is None:
+                raise
+            bad.append(str(e))
+    return out
+
+
+def open_set(path: str, stack, bad: list | None = None) -> list:
+    """The videos of the set at `path`, in name order (files kept open on `stack`). With a
+    list `bad`, a video that cannot be opened is listed there (one line) instead of raised."""
     if os.path.isdir(path):
         entries = _entries(path)
         videos = [e.path for e in entries if e.is_file() and e.name.lower().endswith(VIDEO_EXTS)]
@@ -161,11 +176,11 @@ def open_set(path: str, stack) -> list:
             raise I3DError(f"{path}: holds both videos and folders; a set is one or the other")
         if not videos and not folders:
             raise I3DError(f"{path}: no videos ({', '.join(VIDEO_EXTS)}) or frame folders")
-        return [_video_file(p) for p in videos] or [_frame_folder(p) for p in folders]
+        return _each(_video_file, videos, bad) if videos else _each(_frame_folder, folders, bad)
     if path.endswith((".npy", ".npz")):
         return _array_videos(path, stack)
     if path.lower().endswith(VIDEO_EXTS):
-        return [_video_file(path)]
+        return _each(_video_file, [path], bad)
     if not os.path.exists(path):
         raise I3DError(f"{path}: no such file or folder")
     raise I3DError(f"{path}: not a folder of videos or frames, an .npy/.npz array or a "

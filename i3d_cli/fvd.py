@@ -27,9 +27,15 @@ def shard(value: str) -> tuple:
     return i, n
 
 
+def _mindspore_first(args):
+    """MindSpore aborts when imported after decord, which opening a video loads; torch is
+    imported later, once the input has been checked."""
+    if args.framework == "mindspore":
+        twins("mindspore", ms_mode=args.ms_mode)
+
+
 def _extractor(args):
-    """The weights' record and the extractor (its twin imported by the command first thing:
-    MindSpore must precede decord, which opening a video loads)."""
+    """The extractor and what identifies its features (weights digest, variant)."""
     from convert.checkpoints import read_weights
     from fvd.extract import Extractor
     from fvd.features import weights_id
@@ -60,13 +66,16 @@ def cmd_fvd(args) -> int:
     from fvd.features import PROTOCOL, set_logits
     from fvd.sets import common_length
 
-    twins(args.framework, ms_mode=args.ms_mode)
+    _mindspore_first(args)
     with contextlib.ExitStack() as stack:
         extractor, ident = None, None
         sides = [_side(p, args, stack) for p in (args.real, args.generated)]
         lengths = [common_length(v, args.frames) if kind == "videos" else None
                    for kind, v in sides]
         stats, counts, metas = [], [], []
+        for path, (kind, value) in zip((args.real, args.generated), sides):
+            if kind == "videos" and len(value) < 2:
+                raise I3DError(f"{path}: FVD needs at least 2 videos, the set has {len(value)}")
         for path, (kind, value), t in zip((args.real, args.generated), sides, lengths):
             if kind == "stats":
                 s, meta = value
@@ -81,8 +90,6 @@ def cmd_fvd(args) -> int:
             bar = Bar(f"[fvd] {os.path.basename(os.path.normpath(path))}", len(value))
             try:
                 stats.append(Stats.of(set_logits(value, t, extractor, args.batch, bar)))
-            except ValueError:
-                raise I3DError(f"{path}: FVD needs at least 2 videos, the set has {len(value)}") from None
             finally:
                 bar.close()
             metas.append((path, {"protocol": PROTOCOL, "frames": t, **ident}))
@@ -109,10 +116,11 @@ def cmd_features(args) -> int:
 
     if args.stride is not None and args.window is None:
         raise I3DError("--stride needs --window")
-    twins(args.framework, ms_mode=args.ms_mode)
+    _mindspore_first(args)
     os.makedirs(args.out, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        videos = [v for p in args.videos for v in open_set(p, stack)]
+        unopened = []  # videos that cannot be read: skipped, counted and listed
+        videos = [v for p in args.videos for v in open_set(p, stack, unopened)]
         F.check_stems(videos)
         if args.stats:
             from convert.fileio import check_destination
@@ -132,6 +140,7 @@ def cmd_features(args) -> int:
                                            args.per_time, args.force, bar)
         finally:
             bar.close()
+        bad = unopened[args.shard[0]::args.shard[1]] + bad
     print(f"{written} written, {kept} already there, {len(bad)} skipped -> {args.out}")
     for reason in bad:
         print(f"skipped: {reason}", file=sys.stderr)
