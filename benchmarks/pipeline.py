@@ -53,6 +53,52 @@ def data(video=None, frames=64, workers=(0, 1, 2), repeat=3, clips=8) -> list:
     return rows
 
 
+def features(frameworks, device="cpu", video=None, frames=16, batch=4, repeat=3,
+             videos=8) -> list:
+    """`i3d features` / `i3d fvd` at the FVD protocol on a set of `videos` copies of `video`
+    (default: a Kinetics-shaped H.264 clip made for the run, 340x256): decoding and TF's resize
+    alone, each twin's network alone on decoded batches, and both together as the commands run
+    them. CPU-seconds per video (every thread of the process) and videos/s, so that what bounds
+    a run (decoding or the network) can be read off."""
+    if "mindspore" in frameworks:
+        import i3d_ms  # noqa: F401  (MindSpore before decord)
+    import contextlib
+
+    import numpy as np
+
+    from fvd import Extractor
+    from fvd.features import set_logits
+    from fvd.protocol import fvd_frames
+    from fvd.sets import open_set
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if video is None:
+            video = _kinetics_shaped(tmp)
+        folder = os.path.join(tmp, "set")
+        os.mkdir(folder)
+        ext = os.path.splitext(video)[1]
+        for i in range(videos):
+            os.symlink(os.path.abspath(video), os.path.join(folder, f"{i:03d}{ext}"))
+        vids = open_set(folder, stack)
+        rows.append(_row("decode + TF resize", _measure(
+            lambda: [v.read(0, frames, fvd_frames) for v in vids], repeat), videos, frames))
+        clips = np.stack([vids[0].read(0, frames, fvd_frames)] * batch)
+        runs = [("torch", "eager")] if "torch" in frameworks else []
+        runs += [("mindspore", m) for m in ("graph", "pynative") if "mindspore" in frameworks
+                 and device == "cpu"]
+        for fw, mode in runs:
+            ex = Extractor(fw, "default", device=device, ms_mode=mode if fw == "mindspore" else "graph")
+            name = f"{fw} {mode}"
+            rows.append(_row(f"network, {name}, batch {batch}",
+                             _measure(lambda: ex(clips), repeat), batch, frames))
+            rows.append(_row(f"decode + network, {name}", _measure(
+                lambda: set_logits(vids, frames, ex, batch), repeat), videos, frames))
+    for r in rows:
+        r["suite"], r["video"] = "features", os.path.basename(video)
+    return rows
+
+
 def _kinetics_shaped(folder: str) -> str:
     from i3d_ms.data import read_kinetics
     from i3d_ms.make_dataset import make_dataset

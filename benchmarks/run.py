@@ -8,7 +8,7 @@ import time
 
 from convert.fileio import atomic_output
 
-SUITES = ("infer", "train", "ops", "data", "convert")
+SUITES = ("infer", "train", "ops", "data", "features", "convert")
 
 
 def defaults(device: str) -> dict:
@@ -75,6 +75,10 @@ def run(suites, device="cpu", frameworks=("torch", "mindspore", "jax"), batch=No
     if "data" in suites:
         progress("data: the training and evaluation input pipelines, CPU-s per clip")
         result["rows"] += pipeline.data(video, frames, workers, repeat)
+    if "features" in suites:
+        progress(f"features: FVD's protocol, {min(frames, 16)}-frame videos, CPU-s per video")
+        result["rows"] += pipeline.features(frameworks, device, video, min(frames, 16),
+                                            max(batch, 4), repeat)
     if "convert" in suites:
         progress("convert: the 50 MB checkpoint, per direction")
         result["rows"] += pipeline.convert(repeat)
@@ -139,7 +143,7 @@ def markdown(result: dict) -> str:
     if result.get("ratios"):
         lines.append("\nMindSpore / torch eager, median time: " + "; ".join(
             f"{r['suite']} {r['name'][10:]} {r['ratio']:.2f}x" for r in result["ratios"]) + ".")
-    for suite in ("infer", "train", "ops", "data", "convert"):
+    for suite in ("infer", "train", "ops", "data", "features", "convert"):
         rows = [r for r in result["rows"] if r["suite"] == suite]
         if not rows:
             continue
@@ -163,7 +167,7 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {r['name']} | {r['dtype']} | {r['layout']} | {r['clip']} | "
                              f"{r['batch']} | {1e3 * r['median_s']:.2f} | "
                              f"{1e3 * r['min_s']:.2f}-{1e3 * r['max_s']:.2f} |")
-        elif suite == "data":
+        elif suite in ("data", "features"):
             lines.append(f"Video: {rows[0]['video']}; {rows[0]['frames']}-frame clips.\n")
             lines.append("| run | CPU s per clip | clips/s | median s | min-max s |")
             lines.append("|---|---|---|---|---|")

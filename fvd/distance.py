@@ -61,3 +61,39 @@ def frechet_distance(real: Stats, generated: Stats) -> float:
 def fvd(real_features, generated_features) -> float:
     """FVD of two (N, D) feature arrays (time-averaged I3D logits, D = 400)."""
     return frechet_distance(Stats.of(real_features), Stats.of(generated_features))
+
+
+def kvd(real_features, generated_features, max_block_size: int = 1024) -> tuple:
+    """(KVD, its standard error): the kernel distance of the FVD paper, TF-GAN's
+    `kernel_classifier_distance_and_std_from_activations` in float64: the unbiased MMD^2 with
+    the kernel (x.y / D + 1)^3, averaged over blocks of at most `max_block_size` (the sets
+    split into the same number of near-equal blocks, the larger ones last); the error is
+    NaN for one block."""
+    r = np.asarray(real_features, np.float64)
+    g = np.asarray(generated_features, np.float64)
+    if r.ndim != 2 or g.ndim != 2 or r.shape[1] != g.shape[1]:
+        raise ValueError(f"feature arrays (N, D) of one D, got {r.shape} and {g.shape}")
+    blocks = -(-max(len(r), len(g)) // max_block_size)
+    if min(len(r), len(g)) < 2 * blocks:
+        raise ValueError("KVD needs at least 2 feature vectors per block and set")
+
+    def bounds(n):
+        size, plus = n // blocks, n % blocks
+        sizes = [size] * (blocks - plus) + [size + 1] * plus
+        return np.concatenate([[0], np.cumsum(sizes)])
+
+    def k(a, b):
+        return (a @ b.T / r.shape[1] + 1.0) ** 3
+
+    def unbiased(kk, m):
+        return (kk.sum() - np.trace(kk)) / (m * (m - 1))
+
+    br, bg = bounds(len(r)), bounds(len(g))
+    ests = []
+    for i in range(blocks):
+        x, y = r[br[i]:br[i + 1]], g[bg[i]:bg[i + 1]]
+        ests.append(-2 * k(x, y).mean() + unbiased(k(x, x), len(x)) + unbiased(k(y, y), len(y)))
+    ests = np.asarray(ests)
+    mean = float(ests.mean())
+    var = float(np.sum((ests - mean) ** 2) / (blocks - 1)) if blocks > 1 else float("nan")
+    return mean, float(np.sqrt(var / blocks))

@@ -14,14 +14,20 @@ class Extractor:
     (`arch.HEAD_OUTPUTS`). On CUDA, torch runs in channels_last_3d."""
 
     def __init__(self, framework: str, weights="default", variant=arch.DEEPMIND,
-                 device: str = "cpu", ms_mode: str = "graph"):
-        """`weights`: canonical weights, or a file (or 'default') for `read_weights`."""
+                 device: str = "cpu", ms_mode: str = "graph", dtype: str = "float32"):
+        """`weights`: canonical weights, or a file (or 'default') for `read_weights`.
+        `dtype` 'bfloat16' or 'float16': torch autocast (float16 on CUDA only); the features
+        come back float32."""
         if isinstance(weights, str):
             from convert.checkpoints import read_weights
 
             weights, info = read_weights(weights, variant)
             variant = info["variant"]
-        self.framework, self.device = framework, device
+        self.framework, self.device, self.dtype = framework, device, dtype
+        if dtype != "float32" and (framework != "torch" or
+                                   (dtype == "float16" and not device.startswith("cuda"))):
+            raise ValueError(f"{dtype}: torch autocast ({'CUDA' if dtype == 'float16' else 'CPU or CUDA'})"
+                             " only; the features are float32 otherwise")
         self.min_frames = arch.min_frames(variant)  # fewer, and the head has nothing to pool
         if framework == "mindspore":
             import i3d_ms
@@ -64,5 +70,8 @@ class Extractor:
         x = x.to(self.device, torch.float32)
         if self.device.startswith("cuda"):
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.inference_mode():
-            return {k: v.float().cpu().numpy() for k, v in self.net.head_outputs(x).items()}
+        autocast = torch.autocast(self.device.split(":")[0], getattr(torch, self.dtype),
+                                  enabled=self.dtype != "float32")
+        with torch.inference_mode(), autocast:
+            out = self.net.head_outputs(x)
+        return {k: v.float().cpu().numpy() for k, v in out.items()}

@@ -4,6 +4,7 @@ whole video, TF's protocol) and, for `i3d features`, per-video files of windows 
 each file written atomically, resumable and shardable, and the statistics FVD needs."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -34,15 +35,47 @@ def weights_id(weights: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def set_logits(videos: list, frames: int, extractor, batch: int, progress=None) -> np.ndarray:
+def prefetched(jobs, workers: int):
+    """Each job's result (or the I3DError it raised), in order, computed up to 2 x `workers`
+    jobs ahead in threads: decoding and resizing overlap the network (decord, zlib and numpy's
+    large operations release the GIL), and memory holds only the jobs in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(job):
+        try:
+            return job()
+        except I3DError as e:
+            return e
+
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        pending = collections.deque()
+        for job in jobs:
+            pending.append(pool.submit(run, job))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _workers(videos: list, workers: int) -> int:
+    return 1 if any(v.sequential for v in videos) else workers  # array sets: rows in order
+
+
+def set_logits(videos: list, frames: int, extractor, batch: int, progress=None,
+               workers: int = 2) -> np.ndarray:
     """(N, classes) float32: each video's first `frames` frames, TF's protocol, logits averaged
-    over time: the FVD reference's features."""
-    out = []
-    for i in range(0, len(videos), batch):
-        clips = np.stack([v.read(0, frames, fvd_frames) for v in videos[i:i + batch]])
-        out.append(extractor(clips)["Logits"])
-        if progress:
-            progress(min(i + batch, len(videos)))
+    over time: the FVD reference's features. A video that cannot be read raises."""
+    out, clips = [], []
+    jobs = (lambda v=v: v.read(0, frames, fvd_frames) for v in videos)
+    for clip in prefetched(jobs, _workers(videos, workers)):
+        if isinstance(clip, I3DError):
+            raise clip
+        clips.append(clip)
+        if len(clips) == batch or len(out) * batch + len(clips) == len(videos):
+            out.append(extractor(np.stack(clips))["Logits"])
+            clips = []
+            if progress:
+                progress(min(len(out) * batch, len(videos)))
     return np.concatenate(out)
 
 
@@ -53,60 +86,87 @@ def windows(frames: int, window: int | None, stride: int | None) -> list:
     return list(range(0, frames - window + 1, stride or window))
 
 
-@contextlib.contextmanager
-def _skipping(bad: list):
-    try:
-        yield
-    except I3DError as e:
-        bad.append(str(e))
+def _plan(video, path: str, settings: dict, min_frames: int) -> dict:
+    """What to compute for one video: its windows; I3DError if it cannot have any."""
+    frames, window, stride = settings["frames"], settings["window"], settings["stride"]
+    n = video.length if frames is None else frames
+    if n > video.length:
+        raise I3DError(f"{video.name}: {video.length} frames, fewer than --frames {n}")
+    if (window or n) < min_frames:
+        raise I3DError(f"{video.name}: {window or n} frames, fewer than the network's "
+                       f"{min_frames}")
+    starts = windows(n, window, stride)
+    if not starts:
+        raise I3DError(f"{video.name}: {n} frames, shorter than the {window}-frame window")
+    return {"path": path, "rows": [], "starts": starts, "length": window or n, "error": None,
+            "meta": {**settings, "video": video.name, "frames": n}}
 
 
 def extract(videos: list, out_dir: str, extractor, settings: dict, batch: int,
-            per_time: bool = False, force: bool = False, progress=None) -> tuple:
-    """Writes out_dir/<name>.npz per video (windows' logits, features, starts; settings in
-    `meta`); a file already there with the same settings is kept. Returns (written, kept, bad):
-    bad lists the one-line reasons of videos that could not be read or are too short."""
-    written, kept, bad, pending = 0, 0, [], []
-    frames, window, stride = settings["frames"], settings["window"], settings["stride"]
+            per_time: bool = False, force: bool = False, progress=None,
+            workers: int = 2) -> tuple:
+    """Writes out_dir/<stem>.npz per video (windows' logits, features, starts; settings in
+    `meta`); a file already there with the same settings is kept. Windows of all videos go
+    through the network in batches. Returns (written, kept, bad): bad lists the one-line
+    reasons of videos that could not be read or are too short."""
+    count = {"written": 0, "kept": 0, "done": 0}
+    bad, pending = [], []
+
+    def finished():
+        count["done"] += 1
+        if progress:
+            progress(count["done"])
+
+    def jobs():
+        for video in videos:
+            path = os.path.join(out_dir, video.stem + ".npz")
+            if not force and os.path.exists(path):
+                _check_kept(path, settings)
+                count["kept"] += 1
+                finished()
+                continue
+            try:
+                v = _plan(video, path, settings, extractor.min_frames)
+            except I3DError as e:
+                bad.append(str(e))
+                finished()
+                continue
+            for s in v["starts"]:
+                yield v, (lambda video=video, s=s, n=v["length"]: video.read(s, s + n, fvd_frames))
 
     def flush():
-        nonlocal written
-        if not pending:
-            return
-        outs = extractor(np.stack([c for _, _, c in pending]))
-        for j, (v, k, _) in enumerate(pending):
-            v["rows"].append({key: outs[key][j] for key in ("Logits", "Features", "PerTimeFeatures")})
-            if len(v["rows"]) == v["count"]:
+        outs = extractor(np.stack([c for _, c in pending]))
+        for j, (v, _) in enumerate(pending):
+            v["rows"].append({k: outs[k][j] for k in ("Logits", "Features", "PerTimeFeatures")})
+            if len(v["rows"]) == len(v["starts"]):
                 _write(v, per_time, force)
-                written += 1
+                count["written"] += 1
+                finished()
         pending.clear()
 
-    for done, video in enumerate(videos, 1):
-        path = os.path.join(out_dir, video.stem + ".npz")
-        if not force and os.path.exists(path):
-            _check_kept(path, settings)
-            kept += 1
-        else:
-            with _skipping(bad):
-                n = video.length if frames is None else frames
-                if n > video.length:
-                    raise I3DError(f"{video.name}: {video.length} frames, fewer than --frames {n}")
-                if (window or n) < extractor.min_frames:
-                    raise I3DError(f"{video.name}: {window or n} frames, fewer than the "
-                                   f"network's {extractor.min_frames}")
-                starts = windows(n, window, stride)
-                if not starts:
-                    raise I3DError(f"{video.name}: {n} frames, shorter than the {window}-frame window")
-                v = {"path": path, "rows": [], "count": len(starts), "starts": starts,
-                     "meta": {**settings, "video": video.name, "frames": n}}
-                for s in starts:
-                    pending.append((v, s, video.read(s, s + (window or n), fvd_frames)))
-                    if len(pending) == batch:
-                        flush()
-        if progress:
-            progress(done)
-    flush()
-    return written, kept, bad
+    plan = jobs()
+    order = collections.deque()  # the window each prefetched result belongs to
+
+    def windows_only():
+        for v, job in plan:
+            order.append(v)
+            yield job
+
+    for clip in prefetched(windows_only(), _workers(videos, workers)):
+        v = order.popleft()
+        if v["error"] is not None:
+            continue
+        if isinstance(clip, I3DError):
+            v["error"] = str(clip)
+            bad.append(v["error"])
+            finished()
+            continue
+        pending.append((v, clip))
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    return count["written"], count["kept"], bad
 
 
 def _write(v: dict, per_time: bool, force: bool):
@@ -131,7 +191,8 @@ def _read_meta(path: str, arrays: dict) -> dict:
         raise I3DError(f"{path}: metadata is not JSON") from None
 
 
-_SAME = ("protocol", "weights", "variant", "window", "stride", "frames_asked", "per_time", "version")
+_SAME = ("protocol", "weights", "variant", "dtype", "window", "stride", "frames_asked",
+         "per_time", "version")
 
 
 def _check_kept(path: str, settings: dict):
@@ -163,7 +224,7 @@ def stats_of_files(paths: list) -> tuple:
             if meta.get(k) != first.get(k):
                 raise I3DError(f"{path}: {k} {printable(meta.get(k))}, but {paths[0]} has "
                                f"{printable(first.get(k))}")
-    keep = {k: first[k] for k in ("protocol", "weights", "variant", "frames", "framework")}
+    keep = {k: first[k] for k in ("protocol", "weights", "variant", "dtype", "frames", "framework")}
     return Stats.of(np.stack(feats)), keep
 
 

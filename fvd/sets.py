@@ -32,6 +32,7 @@ class Video:
     stem: str
     length: int
     read: Callable
+    sequential: bool = False  # an array set's: read in order, by one thread
 
 
 def _entries(folder: str) -> list:
@@ -118,7 +119,7 @@ def _array_videos(path: str, stack) -> list:
         return read
 
     stem = os.path.splitext(os.path.basename(path))[0]
-    return [Video(f"{path}[{i}]", f"{stem}_{i:06d}", t, reader(i)) for i in range(n)]
+    return [Video(f"{path}[{i}]", f"{stem}_{i:06d}", t, reader(i), True) for i in range(n)]
 
 
 def read_stats(path: str):

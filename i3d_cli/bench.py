@@ -72,7 +72,8 @@ def register(sub):
     q.add_argument("--max-ratio", type=positive_float, default=None, metavar="R",
                    help="exit 1 when a MindSpore row's median time is over R x torch eager's "
                    "(same run, same suite)")
-    q.add_argument("--video", default=None, help="clip for the data suite (default: the sample)")
+    q.add_argument("--video", default=None, help="clip for the data and features suites "
+                   "(default: a Kinetics-shaped H.264 clip made for the run)")
     q.add_argument("--out", default="benchmarks/results")
     q.add_argument("--name", default="bench", help="file stem of the results")
     q.add_argument("--force", action="store_true",

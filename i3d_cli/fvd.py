@@ -46,8 +46,14 @@ def _extractor(args):
         if args.framework != "torch" or not torch.cuda.is_available():
             raise I3DError("--device cuda: needs --framework torch and a CUDA device")
     weights, info = read_weights(args.weights, args.variant)
-    ident = {"weights": weights_id(weights), "variant": info["variant"].name}
-    return Extractor(args.framework, weights, info["variant"], args.device, args.ms_mode), ident
+    ident = {"weights": weights_id(weights), "variant": info["variant"].name,
+             "dtype": args.dtype}
+    try:
+        ex = Extractor(args.framework, weights, info["variant"], args.device, args.ms_mode,
+                       args.dtype)
+    except ValueError as e:
+        raise I3DError(f"--dtype {e}") from None
+    return ex, ident
 
 
 def _side(path: str, args, stack):
@@ -62,7 +68,7 @@ def _side(path: str, args, stack):
 
 
 def cmd_fvd(args) -> int:
-    from fvd.distance import Stats, frechet_distance
+    from fvd.distance import Stats, frechet_distance, kvd
     from fvd.features import PROTOCOL, set_logits
     from fvd.sets import common_length
 
@@ -72,12 +78,14 @@ def cmd_fvd(args) -> int:
         sides = [_side(p, args, stack) for p in (args.real, args.generated)]
         lengths = [common_length(v, args.frames) if kind == "videos" else None
                    for kind, v in sides]
-        stats, counts, metas = [], [], []
+        stats, metas, features = [], [], []
         for path, (kind, value) in zip((args.real, args.generated), sides):
             if kind == "videos" and len(value) < 2:
                 raise I3DError(f"{path}: FVD needs at least 2 videos, the set has {len(value)}")
         for path, (kind, value), t in zip((args.real, args.generated), sides, lengths):
             if kind == "stats":
+                if args.kvd:
+                    raise I3DError(f"{path}: --kvd needs the features, not their statistics")
                 s, meta = value
                 stats.append(s)
                 metas.append((path, meta))
@@ -89,24 +97,34 @@ def cmd_fvd(args) -> int:
                                f"{extractor.min_frames}")
             bar = Bar(f"[fvd] {os.path.basename(os.path.normpath(path))}", len(value))
             try:
-                stats.append(Stats.of(set_logits(value, t, extractor, args.batch, bar)))
+                features.append(set_logits(value, t, extractor, args.batch, bar, args.workers))
             finally:
                 bar.close()
+            stats.append(Stats.of(features[-1]))
             metas.append((path, {"protocol": PROTOCOL, "frames": t, **ident}))
     (pa, a), (pb, b) = metas
-    for key in ("protocol", "frames", "weights", "variant"):
+    for key in ("protocol", "frames", "weights", "variant", "dtype"):
         if a.get(key) != b.get(key):
             raise I3DError(f"{pb}: {key} {b.get(key)}, but {pa} has {a.get(key)}: the two "
                            "sets' features are not comparable")
     value = frechet_distance(*stats)
     out = {"fvd": value, "protocol": PROTOCOL, "frames": a["frames"], "framework": args.framework,
-           "weights": a["weights"], "variant": a["variant"],
+           "weights": a["weights"], "variant": a["variant"], "dtype": a["dtype"],
            "videos": [s.count for s in stats], "sets": [args.real, args.generated]}
+    if args.kvd:
+        try:
+            out["kvd"], std = kvd(*features)
+            out["kvd_std"] = std if std == std else None  # one block: no spread
+        except ValueError as e:
+            raise I3DError(f"--kvd: {e}") from None
     if args.json:
         print(json.dumps(out))
     else:
         print(f"FVD {value:.4f}  ({stats[0].count} and {stats[1].count} videos, "
               f"{a['frames']} frames, {PROTOCOL} protocol, {args.framework})")
+        if args.kvd:
+            spread = f" +- {out['kvd_std']:.4f}" if out["kvd_std"] is not None else ""
+            print(f"KVD {out['kvd']:.4f}{spread}")
     return 0
 
 
@@ -137,7 +155,7 @@ def cmd_features(args) -> int:
         bar = Bar("[features]", len(mine))
         try:
             written, kept, bad = F.extract(mine, args.out, extractor, settings, args.batch,
-                                           args.per_time, args.force, bar)
+                                           args.per_time, args.force, bar, args.workers)
         finally:
             bar.close()
         bad = unopened[args.shard[0]::args.shard[1]] + bad
@@ -164,7 +182,11 @@ def _common(q):
                    "RGB, the FVD network) or a weight file")
     add_variant_option(q)
     q.add_argument("--batch", type=positive, default=4, help="clips per forward (default 4)")
+    q.add_argument("--workers", type=positive, default=2,
+                   help="threads decoding and resizing ahead of the network (default 2)")
     q.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    q.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="the network's precision (torch autocast; FVD's reference: float32)")
     q.add_argument("--ms-mode", choices=("pynative", "graph"), default="graph",
                    help="MindSpore's mode (graph: compiled once, then fastest)")
 
@@ -180,6 +202,8 @@ def register(sub):
     q.add_argument("real")
     q.add_argument("generated")
     _common(q)
+    q.add_argument("--kvd", action="store_true", help="also the kernel distance (TF-GAN's "
+                   "KID estimator on the same features, blocks of 1024)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_fvd)
 

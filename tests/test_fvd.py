@@ -134,6 +134,32 @@ def test_frechet_distance_against_independent_ones(real_logits):
     assert abs(fvd(a, a)) < 1e-6 and abs(fvd(big_a, big_a)) < 1e-6 * np.trace(np.cov(big_a.T))
 
 
+def _mmd2(x, y) -> float:
+    """Unbiased MMD^2, kernel (x.y / D + 1)^3, pair by pair: the definition, written plainly."""
+    d = x.shape[1]
+    k = lambda a, b: (float(a @ b) / d + 1) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(len(x)) for j in range(len(x)) if i != j)
+    yy = sum(k(y[i], y[j]) for i in range(len(y)) for j in range(len(y)) if i != j)
+    xy = sum(k(a, b) for a in x for b in y)
+    return (xx / (len(x) * (len(x) - 1)) + yy / (len(y) * (len(y) - 1))
+            - 2 * xy / (len(x) * len(y)))
+
+
+def test_kvd_against_its_definition(real_logits):
+    from fvd.distance import kvd
+
+    a, b = real_logits["A"].astype(np.float64), real_logits["B"].astype(np.float64)
+    value, std = kvd(a, b)
+    assert value == pytest.approx(_mmd2(a, b), rel=1e-10) and np.isnan(std)
+    rng = np.random.default_rng(0)  # three blocks: 11 -> 3, 4, 4 and 9 -> 3, 3, 3
+    x, y = rng.normal(size=(11, 6)), rng.normal(0.3, 1, size=(9, 6))
+    ests = [_mmd2(x[s:e], y[t:u]) for (s, e), (t, u) in
+            zip(((0, 3), (3, 7), (7, 11)), ((0, 3), (3, 6), (6, 9)))]
+    value, std = kvd(x, y, max_block_size=4)
+    assert value == pytest.approx(np.mean(ests), rel=1e-10)
+    assert std == pytest.approx(np.std(ests, ddof=1) / np.sqrt(3), rel=1e-10)
+
+
 # --- the commands on real sets ------------------------------------------------------------------
 
 def test_fvd_of_real_sets(sets, real_logits):
@@ -147,8 +173,11 @@ def test_fvd_of_real_sets(sets, real_logits):
     assert ab["fvd"] > 100 and abs(aa["fvd"]) < 1e-6
     assert ab["fvd"] == pytest.approx(ba["fvd"], rel=1e-9)
     assert ab["fvd"] == pytest.approx(fvd(real_logits["A"], real_logits["B"]), rel=1e-12)
-    text = ok("fvd", sets["A"], sets["B"], "--frames", FRAMES)
+    text = ok("fvd", sets["A"], sets["B"], "--frames", FRAMES, "--kvd")
     assert text.startswith(f"FVD {ab['fvd']:.4f}") and "3 and 2 videos" in text
+    from fvd.distance import kvd
+
+    assert f"KVD {kvd(real_logits['A'], real_logits['B'])[0]:.4f}\n" in text
 
 
 @pytest.mark.slow
@@ -204,6 +233,10 @@ def test_every_input_kind_gives_the_same_features(sets, videos, tmp_path):
     for kind in ("pngs", "npy", "npz"):
         assert np.array_equal(got[kind], got["videos"]), kind
     np.testing.assert_allclose(got["float"], got["videos"], atol=1e-4)
+    import fvd  # the Python API on the arrays in memory: the README's three lines
+
+    api = fvd.Extractor("torch")(fvd.fvd_frames_batch(arr))["Logits"]
+    np.testing.assert_allclose(api, got["npy"], atol=1e-5)
     assert sorted(os.listdir(tmp_path / "out-npy")) == ["c_000000.npz", "c_000001.npz"]
 
 
