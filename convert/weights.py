@@ -3,6 +3,8 @@ scheme. Pure numpy: the layouts a scheme declares in `convert.names` are applied
 nowhere else."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from . import names
@@ -88,3 +90,14 @@ def to_scheme(weights: dict, scheme: str) -> dict:
     classes, bn_scale = num_classes(weights), has_bn_scale(weights)
     return {k: np.ascontiguousarray(from_canonical(weights[unit.name][param], scheme, param))
             for k, (unit, param) in names.keys(scheme, classes, bn_scale).items()}
+
+
+def weights_id(weights: dict) -> str:
+    """A digest of the canonical weights (names and float32 bytes): equal for the same weights
+    in any file format, so outputs of a converted file are known to be comparable."""
+    h = hashlib.sha256()
+    for unit in sorted(weights):
+        for k in sorted(weights[unit]):
+            h.update(f"{unit}/{k}".encode() + b"\0")
+            h.update(np.ascontiguousarray(weights[unit][k], np.float32).tobytes())
+    return h.hexdigest()[:16]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import os
 
@@ -22,17 +21,6 @@ from .sets import STATS_KIND
 
 PROTOCOL = "tf-fvd"  # google-research frechet_video_distance.py: TF1 bilinear to 224, 2x/255-1
 VERSION = 1          # of the per-video files' layout
-
-
-def weights_id(weights: dict) -> str:
-    """A digest of the canonical weights (names and float32 bytes): equal for the same weights
-    in any file format, so outputs of a converted file are known to be comparable."""
-    h = hashlib.sha256()
-    for unit in sorted(weights):
-        for k in sorted(weights[unit]):
-            h.update(f"{unit}/{k}".encode() + b"\0")
-            h.update(np.ascontiguousarray(weights[unit][k], np.float32).tobytes())
-    return h.hexdigest()[:16]
 
 
 def prefetched(jobs, workers: int):

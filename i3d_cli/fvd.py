@@ -38,7 +38,7 @@ def _extractor(args):
     """The extractor and what identifies its features (weights digest, variant)."""
     from convert.checkpoints import read_weights
     from fvd.extract import Extractor
-    from fvd.features import weights_id
+    from convert.weights import weights_id
 
     if args.device == "cuda":
         import torch

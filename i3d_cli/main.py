@@ -11,14 +11,14 @@ import sys
 
 from convert.errors import ArgumentParser, I3DError, printable
 
-from . import bench, fvd, parity, predict, training, weights
+from . import bench, export, fvd, parity, predict, training, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
     from i3d_video import SAMPLE
 
     p = ArgumentParser(prog="i3d", description="I3D in MindSpore and PyTorch: "
-                       "predict, convert, check parity, benchmark, train, FVD and features.")
+                       "predict, convert, check parity, benchmark, train, FVD and features, export.")
     sub = p.add_subparsers(dest="command", required=True)
     predict.register(sub, SAMPLE)
     weights.register(sub)
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(sub)
     training.register(sub)
     fvd.register(sub)
+    export.register(sub)
     return p
 
 

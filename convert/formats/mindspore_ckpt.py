@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import I3DError, printable
 from ..fileio import mapped
+from . import protobuf
 from .dtypes import BFLOAT16
 
 TYPES = {"Float32": np.dtype("<f4"), "Float16": np.dtype("<f2"), "Float64": np.dtype("<f8"),
@@ -39,43 +40,11 @@ MAX_ENTRIES = 1 << 16  # I3D's training checkpoints hold ~1000; each costs ~300 
 CRC_MARK = b"crc_num"  # then the CRC-32 of everything before it, 10 bytes big-endian
 
 
-class _Bad(Exception):
-    pass
-
-
-def _varint(buf, pos, end):
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _Bad(f"truncated or overlong varint at byte {pos}")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
+_Bad = protobuf.Bad
 
 
 def _fields(buf, start, end):
-    """Yields (field number, wire type, value): a varint, or the (start, end) of a
-    length-delimited field. Other wire types have no place in a checkpoint."""
-    pos = start
-    while pos < end:
-        at = pos
-        key, pos = _varint(buf, pos, end)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-            yield field, wire, value
-        elif wire == 2:
-            n, pos = _varint(buf, pos, end)
-            if n > end - pos:
-                raise _Bad(f"a field of {n} bytes at byte {at} runs past its message's end")
-            yield field, wire, (pos, pos + n)
-            pos += n
-        else:
-            raise _Bad(f"field {field} at byte {at} has wire type {wire}, which no checkpoint "
-                       "field has")
+    return protobuf.fields(buf, start, end, (0, 2), "no checkpoint field")
 
 
 class _Entry:
@@ -112,7 +81,7 @@ def _value(buf, start, end) -> _Entry:
             else:
                 p, e = value
                 while p < e and len(dims) <= MAX_DIMS:
-                    d, p = _varint(buf, p, e)
+                    d, p = protobuf.varint(buf, p, e)
                     dims.append(d)
             if len(dims) > MAX_DIMS:
                 raise _Bad(f"{where} has more than {MAX_DIMS} dims")
@@ -216,23 +185,10 @@ def read(path: str) -> dict:
 
 
 def _key(field, wire):
-    return _enc_varint(field << 3 | wire)
+    return protobuf.encode_varint(field << 3 | wire)
 
 
-def _enc_varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _ld(field, payload: bytes) -> bytes:
-    return _key(field, 2) + _enc_varint(len(payload)) + payload
+_enc_varint, _ld = protobuf.encode_varint, protobuf.length_delimited
 
 
 def write(flat: dict, path: str, strings: dict | None = None):
