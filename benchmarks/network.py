@@ -9,6 +9,7 @@ every row held against the ceiling of its own precision."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -193,6 +194,8 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
                              measure(lambda: net(xm).asnumpy(), 0, repeat), batch, flops,
                              roofs["float32"]["gflops"], dtype=dtype, clip=clip,
                              conv=ms_conv, **first))
+    if "onnx" in frameworks and dtype == "float32" and head == "deepmind":
+        rows += _onnxruntime(weights, x, frames, size, device, flops, roofs, repeat, clip)
     if "jax" in frameworks and dtype == "float32" and head == "deepmind":
         from parity_tests.reference import jax_available, jax_model
 
@@ -205,6 +208,32 @@ def infer(weights, batch, frames, size, device, dtype, frameworks, roofs, repeat
                              measure(lambda: apply(variables, xj)[0].block_until_ready(), 1,
                                      repeat), batch, flops, roofs["float32"]["gflops"],
                              dtype=dtype, clip=clip))
+    return rows
+
+
+def _onnxruntime(weights, x, frames, size, device, flops, roofs, repeat, clip) -> list:
+    """The `i3d export` ONNX file (dynamic batch) run by onnxruntime: its CPU provider, and its
+    CUDA provider on a GPU when onnxruntime has one."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from convert.architecture import DEEPMIND
+    from export.onnx_model import OnnxModel
+    from export.writers import export
+
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "i3d.onnx")
+        export(weights, {"variant": DEEPMIND, "path": "default"}, path, "onnx", frames, size)
+        model = OnnxModel(path, providers=providers[:1])
+        first = _first_call(lambda: model(x), None)
+        rows.append(_row("infer", f"onnxruntime {providers[0][:-len('ExecutionProvider')]}",
+                         measure(lambda: model(x), 0, repeat), len(x), flops,
+                         roofs["float32"]["gflops"], dtype="float32", clip=clip, **first))
     return rows
 
 

@@ -54,7 +54,8 @@ def register(sub):
                    choices=SUITES)
     q.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     q.add_argument("--frameworks", nargs="+", default=["torch", "mindspore", "jax"],
-                   choices=("torch", "mindspore", "jax"))
+                   choices=("torch", "mindspore", "jax", "onnx"),
+                   help="onnx: onnxruntime on the `i3d export` ONNX file (infer suite)")
     q.add_argument("--batch", type=positive, default=None, help="cuda 8, cpu 1")
     q.add_argument("--frames", type=positive, default=64)
     q.add_argument("--size", type=positive, default=224)
