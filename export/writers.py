@@ -273,3 +273,13 @@ class load_mindir:
 
         self.exported.check_clip(clip.shape, self.path)
         return self.cell(Tensor(np.ascontiguousarray(clip, np.float32))).asnumpy()
+
+
+def load_export(path: str):
+    """An export of this tool by its extension: `model(clip)` -> numpy, `.exported`."""
+    fmt = format_for(path, None)
+    if fmt == "onnx":
+        from .onnx_model import OnnxModel
+
+        return OnnxModel(path)
+    return load_mindir(path) if fmt == "mindir" else load_program(path)

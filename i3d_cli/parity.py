@@ -20,12 +20,15 @@ def cmd_parity(args) -> int:
                                      (report.write_markdown, args.markdown),
                                      (report.write_plot, args.plot)) if path}
     with atomic_outputs(list(files.values()), args.force) as temps:
-        twins(*(fw for fw in args.frameworks if fw != "jax"), ms_mode=args.ms_mode)
+        mindir = any(p.lower().endswith(".mindir") for p in args.exports)
+        twins(*(fw for fw in args.frameworks if fw != "jax"), *(["mindspore"] if mindir else []),
+              ms_mode=args.ms_mode)
         weights, info = read_weights(args.weights, args.variant)
         clip = model_clip(args.video, args.frames, info["variant"])
         x = run.batch_of(clip, args.batch)
         reports = [run.forward(weights, x, args.frameworks, args.dtype, args.tolerance,
-                               info["variant"], args.ms_mode, args.weights == "default")]
+                               info["variant"], args.ms_mode, args.weights == "default",
+                               outputs=_exported(args.exports, x, info["variant"]))]
         print(report.text(reports[0]))
         if args.backward:
             # A seeded random batch: on real clips some ReLU inputs sit within float32 noise
@@ -43,6 +46,24 @@ def cmd_parity(args) -> int:
     return 0 if all(r["ok"] for r in reports) else 1
 
 
+def _exported(paths: list, x, variant) -> dict:
+    """{'<format> <file>': {its output: array}}: exports as participants (logits, or the head
+    output they were exported for, compared where the twins have it)."""
+    import os
+
+    from convert.errors import I3DError
+    from export.writers import format_for, load_export
+
+    out = {}
+    for path in paths:
+        model = load_export(path)
+        if model.exported.variant != variant:
+            raise I3DError(f"{path}: exported as variant {model.exported.variant.name}, the "
+                           f"weights compared are {variant.name}")
+        out[f"{format_for(path, None)} {os.path.basename(path)}"] = {model.exported.output: model(x)}
+    return out
+
+
 def register(sub, sample: str):
     q = sub.add_parser("parity", help="compare the twins (and the JAX reference) end point by "
                        "end point, forward and backward")
@@ -57,6 +78,8 @@ def register(sub, sample: str):
                    help="max abs (default 1e-4)")
     q.add_argument("--frameworks", nargs="+", default=["torch", "mindspore", "jax"],
                    choices=("torch", "mindspore", "jax"))
+    q.add_argument("--exports", nargs="+", default=[], metavar="FILE",
+                   help="`i3d export` files (.onnx, .mindir, .pt2) compared as participants")
     q.add_argument("--ms-mode", choices=("pynative", "graph"), default="pynative")
     q.add_argument("--backward", action="store_true", help="also compare training steps")
     q.add_argument("--steps", type=positive, default=5)

@@ -166,3 +166,17 @@ def test_export_refusals_leave_nothing(tmp_path):
     r = i3d("export", "default", tmp_path / "x.onnx", "--batch", "0")
     expect_error(r, "--batch")
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_exports_take_part_in_parity(onnx79, tmp_path):
+    report = tmp_path / "parity.json"
+    out = ok("parity", "--frameworks", "torch", "--exports", onnx79, "--frames", "all",
+             "--json", report)
+    assert "onnx i3d79.onnx vs torch" in out and out.rstrip().endswith("PASS")
+    (comparison,) = json.load(open(report))["reports"][0]["comparisons"]
+    assert [r["name"] for r in comparison["rows"]] == ["Logits"]
+    assert comparison["rows"][0]["max_abs"] < TOL
+    fails("parity", "--frameworks", "torch", "--exports", onnx79, "--frames", "64",
+          words=[onnx79, "exported for clips"])
+    fails("parity", "--frameworks", "torch", "--exports", onnx79, "--variant", "mindvideo",
+          "--frames", "all", words=[onnx79, "variant deepmind", "mindvideo"])
