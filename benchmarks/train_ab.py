@@ -7,7 +7,7 @@ of `i3d bench --device cuda` (and `make gpu-check`).
 
     python3 -m benchmarks.train_ab [--rounds 3] [--profile DIR [--force]]
 
-Run on the GPU machine as set up for `make gpu-check` (README, GPU); `--device cpu` with a small
+Run on the GPU machine as set up for `make gpu-check` (docs/gpu.md); `--device cpu` with a small
 `--size` and `--frames` checks the script itself."""
 from __future__ import annotations
 

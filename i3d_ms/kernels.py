@@ -180,7 +180,7 @@ def conv_frames(x, taps, kernel, pads, out):
 
 def _pad_zeros(x, axis, front, back):
     """Zero-pad one axis by concatenation: no Pad op, whose CPU backward (PadV3Grad) is wrong
-    in graph mode from the second step (README, "Graph mode on CPU")."""
+    in graph mode from the second step (docs/training.md, "Graph mode on CPU")."""
     parts = []
     shape = list(x.shape)
     if front:

@@ -56,7 +56,7 @@ def test_bench_train_honours_dtype_and_ops_compares_the_fast_paths(tmp_path):
     assert "| torch eager | bfloat16 | 8x40x40 | 2 |" in md and "| stem: conv3d |" in md
 
 
-# The ratio guard as CI runs it (README, "Benchmarks"): a 16x112x112 clip, where the 3x3x3
+# The ratio guard as CI runs it (docs/benchmarks.md): a 16x112x112 clip, where the 3x3x3
 # convolutions carry most of the work as at 64x224x224. There, on an idle machine, the native
 # Conv3D (oneDNN's reference kernel on this AVX-512 CPU) took 83x (graph) and 92x (PyNative)
 # torch eager's time, the matmul kernels 1.15x and 3.3x. Graph mode is held to 2x: its few large
