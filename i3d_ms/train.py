@@ -41,6 +41,10 @@ def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tup
     if not resume and checkpoint.checkpoints(folder):
         raise I3DError(f"{folder} holds checkpoints of an earlier run: --resume it, or set "
                        "another train.out")
+    if resume and not checkpoint.checkpoints(folder):  # a job killed before its first one:
+        print(f"i3d: note: --resume: no checkpoint in {folder} yet, starting at step 0",
+              file=sys.stderr)  # the same command line serves the first start and restarts
+        resume = False
     state = _resumable(cfg, *checkpoint.latest(folder, variant(m))) if resume else None
     videos, names = split_videos(d, "train")
     classes = num_classes(m["num_classes"], videos, names)

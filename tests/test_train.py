@@ -80,7 +80,8 @@ def _cfg(bad_list, out, steps=8):
 
 
 @pytest.mark.slow
-def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_list, tmp_path):
+def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_list, tmp_path,
+                                                                          capsys):
     from i3d_ms.config import load_config
     from i3d_ms.train import train
 
@@ -108,6 +109,13 @@ def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_l
     resumed = {r["step"]: r["loss"] for r in rows(b / "train.jsonl")}  # last entry per step wins
     for step in range(4, 8):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+
+    # a job killed before its first checkpoint restarts with the same line: from step 0
+    capsys.readouterr()
+    summary, _ = train(load_config(SMOKE, _cfg(bad_list, tmp_path / "c")), resume=True)
+    assert summary["start"] == 0 and "no checkpoint in" in capsys.readouterr().err
+    again = {r["step"]: r["loss"] for r in rows(tmp_path / "c" / "train.jsonl")}
+    assert all(again[s] == pytest.approx(full[s], rel=1e-5, abs=1e-6) for s in range(8))
 
 
 def _port():
