@@ -130,26 +130,42 @@ def test_an_export_of_a_cdfvd_checkpoint_computes_what_cdfvd_computes(tmp_path, 
 
 
 @pytest.mark.slow
-def test_mindir_and_exported_program_run_by_their_runtimes(tmp_path, cricket_clip, weights):
+def test_mindir_and_exported_program_of_a_variant_run_by_their_runtimes(tmp_path, cricket_clip):
+    """A cd-fvd checkpoint declared `mindvideo` (symmetric padding, BN eps 1e-5, gamma: other
+    numerics than DeepMind's at every layer) exported as MindIR and as a torch.export program:
+    each runtime computes what its twin of that variant computes."""
+    import torch
+
     import i3d_ms
     import i3d_torch
+    from convert.architecture import MINDVIDEO
+    from convert.checkpoints import read_weights
     from export.writers import load_mindir, load_program
+    from tests.test_variants import randomised_cdfvd
 
     clip = np.ascontiguousarray(cricket_clip[:, :, :16])
+    pt = tmp_path / "fvd.pt"
+    torch.save(randomised_cdfvd(clip).state_dict(), pt)
+    weights, _ = read_weights(str(pt), MINDVIDEO)
     mindir, pt2 = str(tmp_path / "i3d.mindir"), str(tmp_path / "i3d.pt2")
-    assert "max |export - mindspore twin|" in ok("export", "default", mindir, "--frames", "16")
-    assert ok("export", "default", pt2, "--frames", "16").startswith("default -> ")
+    out = ok("export", pt, mindir, "--frames", "16", "--variant", "mindvideo")
+    assert "max |export - mindspore twin|" in out and "variant mindvideo" in out
+    ok("export", pt, pt2, "--frames", "16", "--variant", "mindvideo")
     i3d_ms.set_mode("pynative")
-    ms_logits = i3d_ms.predict(weights, clip)
-    torch_logits = i3d_torch.predict(weights, clip)
+    ms_logits = i3d_ms.predict(weights, clip, MINDVIDEO)
+    torch_logits = i3d_torch.predict(weights, clip, MINDVIDEO)
     m = load_mindir(mindir)
-    assert m.exported.batch == 1 and m.exported.frames == 16
-    assert json.load(open(mindir + ".json"))["i3d.frames"] == "16"
+    assert (m.exported.batch, m.exported.frames, m.exported.variant) == (1, 16, MINDVIDEO)
+    assert json.load(open(mindir + ".json"))["i3d.variant_name"] == "mindvideo"
     assert np.abs(m(clip) - ms_logits).max() < TOL
     p = load_program(pt2)
-    assert p.exported.batch is None
+    assert p.exported.batch is None and p.exported.variant == MINDVIDEO
     assert np.abs(p(np.concatenate([clip, clip])) - np.concatenate([torch_logits] * 2)).max() < TOL
-    os.unlink(mindir + ".json")
+    garbage = tmp_path / "garbage.mindir"  # a valid record beside bytes that are no model
+    garbage.write_bytes(b"not a model")
+    os.rename(mindir + ".json", str(garbage) + ".json")
+    with pytest.raises(I3DError, match="garbage.mindir: MindSpore cannot load it"):
+        load_mindir(str(garbage))
     with pytest.raises(I3DError, match="metadata file"):
         load_mindir(mindir)
 

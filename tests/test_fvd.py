@@ -181,11 +181,19 @@ def test_fvd_of_real_sets(sets, real_logits):
 
 
 @pytest.mark.slow
-def test_fvd_torch_and_mindspore_agree(sets):
+def test_fvd_and_features_torch_and_mindspore_agree(sets, tmp_path):
     t = fvd_json(sets["A"], sets["B"], "--frames", FRAMES)
     m = fvd_json(sets["A"], sets["B"], "--frames", FRAMES, "--framework", "mindspore")
     assert m["framework"] == "mindspore"
     assert m["fvd"] == pytest.approx(t["fvd"], rel=1e-3)
+    for fw in ("torch", "mindspore"):  # windows and per-8-frame features, both twins
+        ok("features", sets["C"], "--out", tmp_path / fw, "--frames", "32", "--window", "16",
+           "--per-time", "--framework", fw)
+    for name in ("carphone_distorted.npz", "carphone_pristine.npz"):
+        a, b = np.load(tmp_path / "torch" / name), np.load(tmp_path / "mindspore" / name)
+        assert json.loads(str(b["meta"]))["framework"] == "mindspore"
+        for key in ("logits", "features", "per_time_features"):
+            assert a[key].shape == b[key].shape and np.abs(a[key] - b[key]).max() < 1e-4, key
 
 
 def test_features_equal_predict_logits_on_the_same_frames():
