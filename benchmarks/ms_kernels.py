@@ -26,7 +26,7 @@ def _time(fn, repeat):
     return first, measure(fn, 0, repeat)["median_s"] if repeat else first
 
 
-def measure(frames, size, repeat, convs, modes, native_limit, progress=print) -> dict:
+def layer_table(frames, size, repeat, convs, modes, native_limit, progress=print) -> dict:
     import i3d_ms  # noqa: F401  (MindSpore first)
     import mindspore as ms
     import numpy as np
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     base = args.out[:-3] if args.out.endswith(".md") else args.out
     try:
         with atomic_outputs([base + ".md", base + ".json"], args.force) as (md, js):
-            result = measure(args.frames, args.size, args.repeat, args.convs, args.modes,
+            result = layer_table(args.frames, args.size, args.repeat, args.convs, args.modes,
                              args.native_limit,
                              lambda m: print(f"[ms_kernels] {m}", file=sys.stderr, flush=True))
             with open(md, "w") as f:
