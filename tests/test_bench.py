@@ -132,3 +132,23 @@ def test_benchmark_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys
                                                            "train-kernels.txt"]
     assert {p.read_text() for p in tmp_path.iterdir()} == {"precious"}
 
+
+
+def test_ms_kernels_writes_its_layer_table(tmp_path):
+    """`python -m benchmarks.ms_kernels` end to end at a small clip, one mode and kernel: the
+    table lists every step of the twin and the whole network beside the torch twin."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "kernels.md"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.ms_kernels", str(out), "--frames", "16",
+                        "--size", "112", "--repeat", "1", "--convs", "matmul", "--modes",
+                        "pynative"], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = out.read_text()
+    result = json.load(open(tmp_path / "kernels.json"))
+    (run,) = result["runs"]
+    assert [s["name"] for s in run["steps"]][:2] == ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3"]
+    assert len(run["steps"]) == 16 and run["ratio"] > 0 and "| Mixed_5c |" in table
