@@ -179,14 +179,14 @@ def _program(weights, variant, meta, tmp, frames, size, batch, output) -> dict:
     with _quiet():
         program = torch.export.export(module, (example,), dynamic_shapes=_dynamic(batch))
         torch.export.save(program, tmp, extra_files={"i3d.json": json.dumps(meta)})
-    loaded, diff = load_program(tmp), 0.0
+    loaded, diff = ProgramModel(tmp), 0.0
     for b in _batches(batch):
         clip = verification_clip(frames, size, b)
         diff = max(diff, _compare(loaded(clip), _twin_output(module, clip), tmp))
     return {"max_diff": diff, "verified_batches": list(_batches(batch))}
 
 
-class load_program:
+class ProgramModel:
     """A .pt2 of this tool: `program(clip)` -> numpy; its record in `.exported`."""
 
     def __init__(self, path: str):
@@ -237,14 +237,14 @@ def _mindir(weights, variant, meta, temps, frames, size, batch, output) -> dict:
         with _quiet():
             ms.export(cell, Tensor(clip), file_name=os.path.join(d, "model"), file_format="MINDIR")
         model = os.path.join(d, "model.mindir")
-        loaded = load_mindir(model, temps[1])
+        loaded = MindirModel(model, temps[1])
         diff = _compare(loaded(clip), cell(Tensor(clip)).asnumpy(), temps[0])
         os.chmod(model, stat.S_IMODE(os.stat(temps[0]).st_mode))  # MindSpore's is 0400
         os.replace(model, temps[0])
     return {"max_diff": diff, "verified_batches": [batch]}
 
 
-class load_mindir:
+class MindirModel:
     """A MindIR of this tool and its metadata file: `model(clip)` -> numpy."""
 
     def __init__(self, path: str, meta_path: str | None = None):
@@ -282,4 +282,4 @@ def load_export(path: str):
         from .onnx_model import OnnxModel
 
         return OnnxModel(path)
-    return load_mindir(path) if fmt == "mindir" else load_program(path)
+    return MindirModel(path) if fmt == "mindir" else ProgramModel(path)

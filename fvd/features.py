@@ -76,7 +76,7 @@ def windows(frames: int, window: int | None, stride: int | None) -> list:
 
 def _plan(video, path: str, settings: dict, min_frames: int) -> dict:
     """What to compute for one video: its windows; I3DError if it cannot have any."""
-    frames, window, stride = settings["frames"], settings["window"], settings["stride"]
+    frames, window, stride = settings["frames_asked"], settings["window"], settings["stride"]
     n = video.length if frames is None else frames
     if n > video.length:
         raise I3DError(f"{video.name}: {video.length} frames, fewer than --frames {n}")

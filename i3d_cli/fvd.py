@@ -151,7 +151,7 @@ def cmd_features(args) -> int:
                            f"{extractor.min_frames} frames")
         settings = {"protocol": F.PROTOCOL, **ident, "framework": args.framework,
                     "window": args.window, "stride": args.stride, "frames_asked": args.frames,
-                    "frames": args.frames, "per_time": args.per_time, "version": F.VERSION}
+                    "per_time": args.per_time, "version": F.VERSION}
         bar = Bar("[features]", len(mine))
         try:
             written, kept, bad = F.extract(mine, args.out, extractor, settings, args.batch,

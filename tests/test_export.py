@@ -140,7 +140,7 @@ def test_mindir_and_exported_program_of_a_variant_run_by_their_runtimes(tmp_path
     import i3d_torch
     from convert.architecture import MINDVIDEO
     from convert.checkpoints import read_weights
-    from export.writers import load_mindir, load_program
+    from export.writers import MindirModel, ProgramModel
     from tests.test_variants import randomised_cdfvd
 
     clip = np.ascontiguousarray(cricket_clip[:, :, :16])
@@ -154,20 +154,20 @@ def test_mindir_and_exported_program_of_a_variant_run_by_their_runtimes(tmp_path
     i3d_ms.set_mode("pynative")
     ms_logits = i3d_ms.predict(weights, clip, MINDVIDEO)
     torch_logits = i3d_torch.predict(weights, clip, MINDVIDEO)
-    m = load_mindir(mindir)
+    m = MindirModel(mindir)
     assert (m.exported.batch, m.exported.frames, m.exported.variant) == (1, 16, MINDVIDEO)
     assert json.load(open(mindir + ".json"))["i3d.variant_name"] == "mindvideo"
     assert np.abs(m(clip) - ms_logits).max() < TOL
-    p = load_program(pt2)
+    p = ProgramModel(pt2)
     assert p.exported.batch is None and p.exported.variant == MINDVIDEO
     assert np.abs(p(np.concatenate([clip, clip])) - np.concatenate([torch_logits] * 2)).max() < TOL
     garbage = tmp_path / "garbage.mindir"  # a valid record beside bytes that are no model
     garbage.write_bytes(b"not a model")
     os.rename(mindir + ".json", str(garbage) + ".json")
     with pytest.raises(I3DError, match="garbage.mindir: MindSpore cannot load it"):
-        load_mindir(str(garbage))
+        MindirModel(str(garbage))
     with pytest.raises(I3DError, match="metadata file"):
-        load_mindir(mindir)
+        MindirModel(mindir)
 
 
 def test_export_refusals_leave_nothing(tmp_path):
