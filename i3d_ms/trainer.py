@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import math
 import os
 
 import mindspore as ms
@@ -22,27 +21,10 @@ import numpy as np
 from mindspore import amp, nn, ops
 
 from convert.errors import I3DError
+from recipe.schedule import learning_rate, scaled_lr  # noqa: F401  (shared with torch's)
 
 from .model import BatchNorm
 from .network import to_input
-
-
-def scaled_lr(t: dict, world: int = 1) -> dict:
-    """`t` with lr and final_lr scaled to the global batch: lr x batch_size x world / lr_batch
-    (unchanged when lr_batch is unset)."""
-    if not t.get("lr_batch"):
-        return t
-    k = t["batch_size"] * world / t["lr_batch"]
-    return {**t, "lr": t["lr"] * k, "final_lr": t["final_lr"] * k}
-
-
-def learning_rate(step: int, t: dict) -> float:
-    """Linear warmup from lr/warmup to lr, then cosine decay to final_lr at the last step."""
-    if step < t["warmup_steps"]:
-        return t["lr"] * (step + 1) / t["warmup_steps"]
-    span = max(t["steps"] - t["warmup_steps"], 1)
-    p = min((step - t["warmup_steps"]) / span, 1.0)
-    return t["final_lr"] + (t["lr"] - t["final_lr"]) * 0.5 * (1 + math.cos(math.pi * p))
 
 
 class Trainer:

@@ -9,8 +9,8 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each package may import its own level or lower ones; benchmarks also use the parity suite's
 # reference loader, the FVD extractor and the exporters.
-LEVEL = {"convert": 0, "i3d_video": 1, "i3d_torch": 2, "i3d_ms": 2, "parity_tests": 3,
-         "benchmarks": 3, "fvd": 3, "export": 3, "i3d_cli": 4}
+LEVEL = {"convert": 0, "recipe": 0, "i3d_video": 1, "i3d_torch": 2, "i3d_ms": 2,
+         "parity_tests": 3, "benchmarks": 3, "fvd": 3, "export": 3, "i3d_cli": 4}
 SIDEWAYS = {("benchmarks", "parity_tests"), ("benchmarks", "fvd"), ("benchmarks", "export")}
 
 
