@@ -42,12 +42,12 @@ def build_net(m: dict, num_classes: int, precision: str = "fp32"):
     return ProbedI3d(num_classes, variant(m), m["final_endpoint"], conv)
 
 
-def to_input(clips, flip=None):
+def to_input(clips, flip=None, dtype=ms.float32):
     """uint8 clips (B, T, H, W, 3), as the datasets deliver them -> the network's input
     (B, 3, T, H, W) in [-1, 1]: x / 127.5 - 1 as DeepMind scales (numpy's result bit for bit),
     the clips where `flip` (B,) is true mirrored; on the device, so the host moves a quarter of
-    the bytes and does not copy them backwards."""
-    x = clips.astype(ms.float32).transpose(0, 4, 1, 2, 3) / 127.5 - 1.0
+    the bytes and does not copy them backwards. `dtype` float64 for the parity runs."""
+    x = clips.astype(dtype).transpose(0, 4, 1, 2, 3) / 127.5 - 1.0
     if flip is None:
         return x
     return ops.select(flip.reshape(-1, 1, 1, 1, 1), ops.flip(x, (4,)), x)

@@ -43,12 +43,14 @@ class Trainer:
         # keeps BN, reductions and the loss in fp32; the parameters stay fp32 (master weights).
         model = amp.auto_mixed_precision(net, "auto", ms.float16) if t["precision"] == "fp16" else net
         params = net.trainable_params()
+        dtype = params[0].dtype  # float64: the training parity's exact runs
         decay = [p for p in params if p.name.endswith("weight")]
         rest = [p for p in params if not p.name.endswith("weight")]
         # The whole schedule goes in, indexed by the optimizer's global_step (restored on resume;
         # advanced on skipped steps too). Setting a learning-rate Parameter between steps does
         # not work: pynative MindSpore keeps the value it first ran with.
-        self.schedule = np.array([learning_rate(s, t) for s in range(t["steps"])], np.float32)
+        self.schedule = np.array([learning_rate(s, t) for s in range(t["steps"])],
+                                 np.float64 if dtype == ms.float64 else np.float32)
         self.opt = nn.Momentum([{"params": decay, "weight_decay": t["weight_decay"]},
                                 {"params": rest, "weight_decay": 0.0}],
                                learning_rate=ms.Tensor(self.schedule), momentum=t["momentum"])
@@ -59,16 +61,29 @@ class Trainer:
         else:
             raise I3DError(f"train.loss_scale must be dynamic or none, got {t['loss_scale']!r}")
         self.reducer = nn.DistributedGradReducer(self.opt.parameters, True, world) if world > 1 else None
-        loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        fused = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         scaler, clip = self.scaler, float(t["clip_norm"])
 
+        def loss_fn(logits, y):
+            if dtype != ms.float64:
+                return fused(logits.astype(ms.float32), y)
+            # cross entropy written out: the fused op and OneHot take no float64, and
+            # ops.log_softmax computes float64 at float32's precision (5e-6 off) on the CPU
+            on, off = ops.ones((), ms.float32), ops.zeros((), ms.float32)
+            onehot = ops.one_hot(y, logits.shape[1], on, off).astype(dtype)
+            z = logits - ops.stop_gradient(logits.max(1, keepdims=True))
+            logp = z - ops.log(ops.exp(z).sum(1, keepdims=True))
+            return -(logp * onehot).sum(1).mean()
+
         def forward(x, y, flip):
-            logits = model(to_input(x, flip))
-            loss = loss_fn(logits.astype(ms.float32), y)
+            logits = model(to_input(x, flip, dtype))
+            loss = loss_fn(logits, y)
             return (loss if scaler is None else scaler.scale(loss)), loss, logits
 
         grad_fn = ms.value_and_grad(forward, None, self.opt.parameters, has_aux=True)
         reducer, opt = self.reducer, self.opt
+        if dtype == ms.float64:  # nn.Momentum's CPU kernel updates float64 at float32 precision
+            opt = _Float64Momentum(self.opt, {p.name for p in decay}, t)
 
         def step(x, y, flip):
             (_, loss, logits), grads = grad_fn(x, y, flip)
@@ -122,6 +137,27 @@ class Trainer:
             self.scaler.scale_value.set_data(ms.Tensor(flat["scale_sense"][0], ms.float32))
             self.scaler.counter.set_data(ms.Tensor(int(flat["scale_sense"][1]), ms.int32))
         return int(flat["global_step"][0])
+
+
+class _Float64Momentum:
+    """`nn.Momentum`'s update written out, on its own parameters, moments and step counter
+    (so `state`/`restore` are unchanged): g + wd * w (the decayed group), v = m v + g,
+    w -= lr[step] v. MindSpore 2.10's CPU ApplyMomentum rounds float64 parameters to float32
+    (an update off by ~1e-3 of itself), which the training parity's exact runs cannot have."""
+
+    def __init__(self, opt, decayed: set, t: dict):
+        self.opt, self.momentum = opt, t["momentum"]
+        self.wd = [t["weight_decay"] if p.name in decayed else 0.0 for p in opt.parameters]
+        self.global_step = opt.global_step
+
+    def __call__(self, grads):
+        lr = self.opt.get_lr()  # schedule[global_step]
+        for p, v, g, wd in zip(self.opt.parameters, self.opt.moments, grads, self.wd):
+            if wd:
+                g = g + wd * p
+            ops.assign(v, v * self.momentum + g)
+            ops.assign(p, p - lr * v)
+        ops.assign_add(self.global_step, ops.ones((1,), ms.int32))
 
 
 def distributed():
