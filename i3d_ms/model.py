@@ -38,6 +38,9 @@ class BatchNorm(nn.Cell):
         # per channel, as a Tensor: a bare float is float32, and MindSpore's CPU broadcasting
         # add is slow on the channels-last rows (see kernels)
         self.eps, self.momentum = Tensor(np.full(channels, eps), f32), momentum
+        # the running statistics' weights as tensors of the parameters' dtype: a Python float
+        # times a float64 tensor becomes a float32 scalar in MindSpore (0.999 -> 0.99900001)
+        self.keep, self.take = Tensor(momentum, f32), Tensor(1 - momentum, f32)
         self.gamma = Parameter(Tensor(np.ones(channels), f32), name="gamma") if scale else None
         self.ones = Tensor(np.ones(channels), f32)
         self.beta = Parameter(Tensor(np.zeros(channels), f32), name="beta")
@@ -66,10 +69,10 @@ class BatchNorm(nn.Cell):
         return centred * scale + self.beta.reshape(1, c, 1, 1, 1)
 
     def _update(self, mean, var, count):
-        m = self.momentum
-        ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * ops.stop_gradient(mean))
-        ops.assign(self.moving_variance, m * self.moving_variance
-                   + (1 - m) * count / max(count - 1, 1) * ops.stop_gradient(var))
+        ops.assign(self.moving_mean, self.keep * self.moving_mean
+                   + self.take * ops.stop_gradient(mean))
+        unbiased = ops.stop_gradient(var) * count / max(count - 1, 1)  # integers: exact
+        ops.assign(self.moving_variance, self.keep * self.moving_variance + self.take * unbiased)
 
     def folded(self):
         """(scale, shift) of inference: y = x * scale + shift per channel."""
@@ -194,17 +197,20 @@ class MaxPool3d(nn.Cell):
     so no PadV3Grad in the backward. Channels-last maps: at inference `kernels.max_pool` (no
     transposes: PyNative's take 38 ms a 38 MB clip); in training MaxPool3D between transposes,
     whose backward is 3-8x faster than that of the separable maxima (ops.maximum's gradient:
-    Select, 0.39 s of a 1.35 s graph step at 16x112x112)."""
+    Select, 0.39 s of a 1.35 s graph step at 16x112x112). float64 trains through the separable
+    maxima too: MaxPool3D's CPU backward routes float64 gradients at lower precision (BatchNorm
+    beta gradients 5e-7 off torch's, 6e-14 with the separable maxima)."""
 
-    def __init__(self, kernel, stride, channels_last=False):
+    def __init__(self, kernel, stride, channels_last=False, dtype="float32"):
         super().__init__()
         self.kernel, self.stride, self.channels_last = tuple(kernel), tuple(stride), channels_last
         self.pool = ops.MaxPool3D(kernel, stride, pad_mode="SAME")
+        self.native_backward = dtype != "float64"
 
     def construct(self, x):
         if not self.channels_last:
             return self.pool(x)
-        if self.training:
+        if self.training and self.native_backward:
             return kernels.transpose(self.pool(kernels.transpose(x, (0, 4, 1, 2, 3))),
                                      (0, 2, 3, 4, 1))
         pads = _pool_padding(x.shape[1:4], self.kernel, self.stride)
@@ -224,7 +230,7 @@ class Mixed(nn.Cell):
             setattr(self, unit.path.rsplit(".", 1)[1], Unit3d(unit, variant, dtype, conv))
         self.channels_last = self.b0.channels_last
         self.axis = 4 if self.channels_last else 1
-        self.pool = MaxPool3d(*arch.BRANCH3_POOL, self.channels_last)
+        self.pool = MaxPool3d(*arch.BRANCH3_POOL, self.channels_last, dtype)
 
     def construct(self, x):
         return ops.cat((self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)),
@@ -280,7 +286,7 @@ class InceptionI3d(nn.Cell):
             elif isinstance(layer, arch.Mixed):
                 cell = Mixed(layer, variant, dtype, conv)
             elif isinstance(layer, arch.Pool):
-                cell = MaxPool3d(layer.kernel, layer.stride, self.channels_last)
+                cell = MaxPool3d(layer.kernel, layer.stride, self.channels_last, dtype)
             else:
                 self.head = Head(layer, variant, head, dropout_keep_prob, dtype, conv)
                 break
