@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip install -qq -c constraints.txt  # errors only: setup prin
 demo: $(VENV)/.ready
 	$(VENV)/bin/i3d demo
 
-# Two pytest workers, a test file each at a time (pytest-xdist): 8-9 min on 2 cores.
+# Two pytest workers, a test file each at a time (pytest-xdist): 9-10 min on 2 cores.
 test: $(VENV)/.ready
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
