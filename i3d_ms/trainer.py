@@ -146,14 +146,18 @@ class _Float64Momentum:
     (an update off by ~1e-3 of itself), which the training parity's exact runs cannot have."""
 
     def __init__(self, opt, decayed: set, t: dict):
-        self.opt, self.momentum = opt, t["momentum"]
-        self.wd = [t["weight_decay"] if p.name in decayed else 0.0 for p in opt.parameters]
+        # float64 tensors: MindSpore makes a Python float times a float64 tensor a float32
+        # scalar (0.9 -> 0.89999998)
+        f64 = ms.float64
+        self.opt, self.momentum = opt, ms.Tensor(t["momentum"], f64)
+        self.wd = [ms.Tensor(t["weight_decay"], f64) if p.name in decayed else None
+                   for p in opt.parameters]
         self.global_step = opt.global_step
 
     def __call__(self, grads):
         lr = self.opt.get_lr()  # schedule[global_step]
         for p, v, g, wd in zip(self.opt.parameters, self.opt.moments, grads, self.wd):
-            if wd:
+            if wd is not None:
                 g = g + wd * p
             ops.assign(v, v * self.momentum + g)
             ops.assign(p, p - lr * v)

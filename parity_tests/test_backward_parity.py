@@ -11,11 +11,13 @@ def test_training_steps_agree(weights):
     y = rng.randint(0, 400, 2)
     report = backward(weights, x, y, steps=2, head="global")
     exact, f32 = report["sections"]["float64"], report["sections"]["float32"]
-    # float64: every gradient, updated weight and BN statistic, and the loss curve
-    assert exact["ok"] and exact["max_grad_rel"] < 1e-4, exact["first_failure"]
+    # float64: every gradient, updated weight and BN statistic, and the loss curve, to what
+    # float64 arithmetic in another order allows (measured: 2e-12)
+    assert exact["ok"] and exact["max_grad_rel"] < 1e-9, exact["first_failure"]
+    assert max(r["rel"] for r in exact["rows"]) < 1e-9
     names = {r["name"] for r in exact["rows"]}
     assert "grad Conv3d_1a_7x7:w" in names and "updated Mixed_5c/Branch_3/Conv3d_0b_1x1:var" in names
-    assert exact["losses"][-1]["rel"] < 1e-4
+    assert all(s["rel"] < 1e-9 for s in exact["losses"])
     # float32: what training runs; within rounding of torch's own float32 error
     assert f32["ok"] and f32["median_grad_rel"] < 1e-3
     assert all(s["rel"] < 1e-3 for s in f32["losses"])
