@@ -6,6 +6,7 @@ behind and the command fails with the figure."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -51,16 +52,19 @@ def check_clip(frames: int, size: int, variant: arch.Variant):
         raise I3DError(f"--size {size}: the head's {pool}x{pool} pool needs a larger clip")
 
 
-def verification_clip(frames: int, size: int, batch: int) -> np.ndarray:
-    """DeepMind's sample (its first `frames` frames) when the export takes 224x224 clips of at
-    most 79 frames, else a seeded random clip; repeated to `batch`."""
+@functools.lru_cache(maxsize=2)
+def _one_clip(frames: int, size: int) -> np.ndarray:
     if size == 224 and frames <= 79:
         from i3d_video import SAMPLE, deepmind_clip
 
-        clip = deepmind_clip(SAMPLE, frames)
-    else:
-        clip = np.random.RandomState(0).uniform(-1, 1, (1, 3, frames, size, size)).astype(np.float32)
-    return np.ascontiguousarray(np.repeat(clip, batch, axis=0))
+        return deepmind_clip(SAMPLE, frames)
+    return np.random.RandomState(0).uniform(-1, 1, (1, 3, frames, size, size)).astype(np.float32)
+
+
+def verification_clip(frames: int, size: int, batch: int) -> np.ndarray:
+    """DeepMind's sample (its first `frames` frames) when the export takes 224x224 clips of at
+    most 79 frames, else a seeded random clip; repeated to `batch` (decoded once per export)."""
+    return np.ascontiguousarray(np.repeat(_one_clip(frames, size), batch, axis=0))
 
 
 @contextlib.contextmanager

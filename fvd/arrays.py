@@ -6,6 +6,7 @@ member only ever inflates as far as it is read)."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -87,6 +88,21 @@ def open_arrays(path: str, stack) -> dict:
                            f"({printable(e)})") from None
         out[name] = Array(f"{path}: {printable(name)}", stream, m.file_size)
     return out
+
+
+def json_member(arrays: dict, key: str, path: str) -> dict:
+    """The JSON object stored as the 0-d string member `key` (this tool's metadata), checked:
+    a string of at most 64 KB that parses to an object; one line naming the file otherwise."""
+    member = arrays.get(key)
+    if member is None or member.dtype.kind != "U" or member.shape != () or member.nbytes > 1 << 16:
+        raise I3DError(f"{path}: no '{key}' record of this tool")
+    try:
+        value = json.loads(str(member.read()[()]))
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise I3DError(f"{path}: its '{key}' record is not a JSON object")
+    return value
 
 
 def save_npz(path: str, arrays: dict):

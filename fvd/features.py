@@ -14,7 +14,7 @@ import numpy as np
 from convert.errors import I3DError, printable
 from convert.fileio import atomic_output
 
-from .arrays import open_arrays, save_npz
+from .arrays import json_member, open_arrays, save_npz
 from .distance import Stats
 from .protocol import fvd_frames
 from .sets import STATS_KIND
@@ -169,23 +169,13 @@ def _write(v: dict, per_time: bool, force: bool):
         save_npz(tmp, arrays)
 
 
-def _read_meta(path: str, arrays: dict) -> dict:
-    meta = arrays.get("meta")
-    if meta is None or meta.dtype.kind != "U" or meta.shape != () or meta.nbytes > 1 << 16:
-        raise I3DError(f"{path}: not a features file of this tool (no metadata)")
-    try:
-        return json.loads(str(meta.read()[()]))
-    except ValueError:
-        raise I3DError(f"{path}: metadata is not JSON") from None
-
-
 _SAME = ("protocol", "weights", "variant", "dtype", "window", "stride", "frames_asked",
          "per_time", "version")
 
 
 def _check_kept(path: str, settings: dict):
     with contextlib.ExitStack() as stack:
-        meta = _read_meta(path, open_arrays(path, stack))
+        meta = json_member(open_arrays(path, stack), "meta", path)
     for k in _SAME:
         if meta.get(k) != settings.get(k):
             raise I3DError(f"{path}: made with {k} {printable(meta.get(k))}, not "
@@ -199,7 +189,7 @@ def stats_of_files(paths: list) -> tuple:
     for path in paths:
         with contextlib.ExitStack() as stack:
             arrays = open_arrays(path, stack)
-            meta = _read_meta(path, arrays)
+            meta = json_member(arrays, "meta", path)
             logits = arrays.get("logits")
             if logits is None or len(logits.shape) != 2 or logits.shape[0] != 1 or \
                     logits.dtype != np.float32 or not 0 < logits.shape[1] <= 8192:

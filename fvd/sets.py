@@ -15,7 +15,7 @@ import numpy as np
 from convert.errors import I3DError, printable
 from i3d_video.decode import MAX_FRAMES, check_frame_size, open_video
 
-from .arrays import open_arrays
+from .arrays import json_member, open_arrays
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -125,22 +125,14 @@ def _array_videos(path: str, stack) -> list:
 def read_stats(path: str):
     """A statistics file of `i3d features --stats` -> (Stats, metadata dict), or None if
     `path` is not one."""
-    import json
-
     from .distance import Stats
 
     with contextlib.ExitStack() as stack:
         arrays = open_arrays(path, stack)
         if set(arrays) != {"mean", "cov", "count", "meta"}:
             return None
-        meta = arrays["meta"]
-        if meta.dtype.kind != "U" or meta.shape != () or meta.nbytes > 1 << 16:
-            raise I3DError(f"{meta.where}: not a metadata string")
-        try:
-            info = json.loads(str(meta.read()[()]))
-        except ValueError:
-            raise I3DError(f"{meta.where}: not JSON") from None
-        if not isinstance(info, dict) or info.get("kind") != STATS_KIND:
+        info = json_member(arrays, "meta", path)
+        if info.get("kind") != STATS_KIND:
             return None
         mean, cov, count = arrays["mean"], arrays["cov"], arrays["count"]
         d = mean.shape[0] if len(mean.shape) == 1 else -1

@@ -67,13 +67,8 @@ class Trainer:
         def loss_fn(logits, y):
             if dtype != ms.float64:
                 return fused(logits.astype(ms.float32), y)
-            # cross entropy written out: the fused op and OneHot take no float64, and
-            # ops.log_softmax computes float64 at float32's precision (5e-6 off) on the CPU
-            on, off = ops.ones((), ms.float32), ops.zeros((), ms.float32)
-            onehot = ops.one_hot(y, logits.shape[1], on, off).astype(dtype)
-            z = logits - ops.stop_gradient(logits.max(1, keepdims=True))
-            logp = z - ops.log(ops.exp(z).sum(1, keepdims=True))
-            return -(logp * onehot).sum(1).mean()
+            on, off = ops.ones((), ms.float32), ops.zeros((), ms.float32)  # OneHot: no float64
+            return cross_entropy64(logits, ops.one_hot(y, logits.shape[1], on, off).astype(dtype))
 
         def forward(x, y, flip):
             logits = model(to_input(x, flip, dtype))
@@ -155,13 +150,27 @@ class _Float64Momentum:
         self.global_step = opt.global_step
 
     def __call__(self, grads):
-        lr = self.opt.get_lr()  # schedule[global_step]
-        for p, v, g, wd in zip(self.opt.parameters, self.opt.moments, grads, self.wd):
-            if wd is not None:
-                g = g + wd * p
-            ops.assign(v, v * self.momentum + g)
-            ops.assign(p, p - lr * v)
+        momentum_step64(self.opt.parameters, self.opt.moments, grads,
+                        self.opt.get_lr(), self.momentum, self.wd)  # lr: schedule[global_step]
         ops.assign_add(self.global_step, ops.ones((1,), ms.int32))
+
+
+def cross_entropy64(logits, onehot):
+    """Mean cross entropy written out for float64: the fused op takes no float64, and
+    ops.log_softmax computes float64 at float32's precision (5e-6 off) on the CPU."""
+    z = logits - ops.stop_gradient(logits.max(1, keepdims=True))
+    return -((z - ops.log(ops.exp(z).sum(1, keepdims=True))) * onehot).sum(1).mean()
+
+
+def momentum_step64(params, moments, grads, lr, momentum, decays):
+    """nn.Momentum's update in float64 (g + wd w; v = m v + g; w -= lr v): its CPU kernel
+    rounds float64 parameters to float32. `lr`, `momentum` and each decay (None: no decay)
+    are float64 tensors: a Python float times a float64 tensor is a float32 scalar here."""
+    for p, v, g, wd in zip(params, moments, grads, decays):
+        if wd is not None:
+            g = g + wd * p
+        ops.assign(v, v * momentum + g)
+        ops.assign(p, p - lr * v)
 
 
 def distributed():

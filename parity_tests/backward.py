@@ -50,6 +50,7 @@ def ms_steps(weights, x, y, steps=1, lr=1e-3, momentum=0.9, weight_decay=1e-4,
     import mindspore as ms
 
     import i3d_ms
+    from i3d_ms.trainer import cross_entropy64
 
     i3d_ms.set_mode("pynative")
     net = i3d_ms.build(weights, variant, dtype="float64" if float64 else "float32", **kw)
@@ -60,12 +61,9 @@ def ms_steps(weights, x, y, steps=1, lr=1e-3, momentum=0.9, weight_decay=1e-4,
     if float64:  # its CPU kernel rounds float64 parameters to float32: written out
         opt = _momentum64(params, lr, momentum, weight_decay)
     onehot = ms.Tensor(np.eye(num_classes(weights), dtype=x.dtype)[y])
-    ops = ms.ops
 
-    def loss_fn(a, b):  # cross entropy, written out: the fused op takes no float64, and
-        logits = net(a)  # ops.log_softmax computes float64 at float32's precision on the CPU
-        z = logits - ops.stop_gradient(logits.max(1, keepdims=True))
-        return -((z - ops.log(ops.exp(z).sum(1, keepdims=True))) * b).sum(1).mean()
+    def loss_fn(a, b):  # cross entropy, written out: the fused op takes no float64
+        return cross_entropy64(net(a), b)
 
     grad_fn = ms.value_and_grad(loss_fn, None, params)
     xm, ym = ms.Tensor(x), onehot
@@ -84,19 +82,15 @@ def ms_steps(weights, x, y, steps=1, lr=1e-3, momentum=0.9, weight_decay=1e-4,
 
 
 def _momentum64(params, lr, momentum, weight_decay):
-    """SGD with momentum and weight decay on every parameter, as `nn.Momentum` (and torch's
-    SGD) define it, in float64: v = m v + (g + wd w); w -= lr v."""
+    """SGD with momentum and weight decay on every parameter (nn.Momentum's, torch's SGD's),
+    in float64 (`i3d_ms.trainer.momentum_step64`)."""
     import mindspore as ms
     from mindspore import ops
 
+    from i3d_ms.trainer import momentum_step64
+
     moments = [ms.Parameter(ops.zeros_like(p), name=f"v.{p.name}", requires_grad=False)
                for p in params]
-    # float64 tensors: MindSpore makes a Python float times a float64 tensor a float32 scalar
-    lr, momentum, weight_decay = (ms.Tensor(v, ms.float64) for v in (lr, momentum, weight_decay))
-
-    def update(grads):
-        for p, v, g in zip(params, moments, grads):
-            ops.assign(v, v * momentum + (g + weight_decay * p))
-            ops.assign(p, p - lr * v)
-
-    return update
+    lr, momentum, wd = (ms.Tensor(v, ms.float64) for v in (lr, momentum, weight_decay))
+    return lambda grads: momentum_step64(params, moments, grads, lr, momentum,
+                                         [wd] * len(params))

@@ -359,4 +359,11 @@ def test_bad_sets_and_statistics(sets, tmp_path, videos):
              meta=np.array(meta))
     fails("fvd", bad, sets["B"], words=[str(bad), "cov (400, 3)"])
     fails("features", sets["A"], "--out", tmp_path / "o", "--shard", "2/2", words=["shard"])
-    only(tmp_path, "mixed", "one", "frames", "stats.npz")
+    # a features file already in the output folder whose record is JSON but not an object
+    out = tmp_path / "o"
+    out.mkdir()
+    np.savez(out / "bikes.npz", logits=np.zeros((1, 400), np.float32), meta=np.array("[1]"))
+    fails("features", sets["A"], "--out", out, "--frames", FRAMES,
+          words=[str(out / "bikes.npz"), "not a JSON object"])
+    assert sorted(os.listdir(out)) == ["bikes.npz"]
+    only(tmp_path, "mixed", "one", "frames", "stats.npz", "o")
