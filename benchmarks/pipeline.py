@@ -16,12 +16,14 @@ KINETICS_SHAPED = {"frames": 300, "height": 256, "width": 340, "fps": 30}  # 10 
 
 
 def data(video=None, frames=64, workers=(0, 1, 2), repeat=3, clips=8) -> list:
-    """The input pipelines of `i3d train` / `i3d eval` (`i3d_ms.data`) on `video`, or on a
+    """The input pipelines of `i3d train` / `i3d eval` (`recipe.samples` through `i3d_ms.pipeline`) on `video`, or on a
     Kinetics-shaped clip made for the run (`i3d make-dataset --frames 300 --height 256
     --width 340 --fps 30`: real H.264): CPU-seconds per clip (all threads of the process) and
     clips/s, serially in this process (0 workers) and through the training dataset's threads."""
     import i3d_ms  # noqa: F401  (MindSpore before decord)
-    from i3d_ms.data import EvalSource, TrainSource, Video, train_dataset
+    from i3d_ms.pipeline import train_dataset
+    from recipe.samples import EvalSource, TrainSource
+    from recipe.sources import Video
 
     rows, spec = [], {**CLIP, "frames": frames}
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +102,7 @@ def features(frameworks, device="cpu", video=None, frames=16, batch=4, repeat=3,
 
 
 def _kinetics_shaped(folder: str) -> str:
-    from i3d_ms.data import read_kinetics
+    from recipe.sources import read_kinetics
     from i3d_ms.make_dataset import make_dataset
 
     root = os.path.join(folder, "kinetics_shaped")

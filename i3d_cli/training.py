@@ -10,15 +10,18 @@ from .weights import add_variant_option
 
 
 def cmd_train(args) -> int:
-    from i3d_ms.config import load_config
-    from i3d_ms.train import train
+    if args.framework == "torch":
+        from i3d_torch.train import train
+    else:
+        from i3d_ms.train import train  # MindSpore before anything decodes
+    from recipe.config import load_config
 
     cfg = _with_variant(load_config(args.config, args.overrides), args.variant)
     summary, _ = train(cfg, resume=args.resume, pretrained=args.pretrained)
     if summary["rank"] == 0:
         bad = summary["skipped"]
-        print(f"trained steps {summary['start']}..{summary['steps']} on {summary['world']} "
-              f"device(s) in {summary['seconds']} s; last loss {summary['last_loss']:.4f}; "
+        print(f"trained steps {summary['start']}..{summary['steps']} with {args.framework} on "
+              f"{summary['world']} device(s) in {summary['seconds']} s; last loss {summary['last_loss']:.4f}; "
               f"outputs in {cfg['train']['out']}")
         for path, why in bad.items():
             print(f"skipped {path}: {why}")
@@ -26,7 +29,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.evaluate import evaluate
 
     overrides = list(args.overrides)
@@ -62,7 +65,7 @@ def cmd_make_dataset(args) -> int:
 
 
 def cmd_check_videos(args) -> int:
-    from i3d_ms.data import check_videos, read_source
+    from recipe.sources import check_videos, read_source
 
     videos = read_source(args.source, args.split)
     bad = check_videos(videos)
@@ -87,8 +90,10 @@ def _config_args(q):
 
 
 def register(subparsers):
-    q = subparsers.add_parser("train", help="train or fine-tune the MindSpore twin (msrun for many devices)")
+    q = subparsers.add_parser("train", help="train or fine-tune a twin (msrun or torchrun for many devices)")
     _config_args(q)
+    q.add_argument("--framework", choices=("mindspore", "torch"), default="mindspore",
+                   help="the loop's framework (one recipe; either resumes the other's checkpoints)")
     q.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in train.out (weights, optimizer, step, data order)")
     q.add_argument("--pretrained", metavar="CKPT",

@@ -1,58 +1,15 @@
-"""Training checkpoints (save, prune, find for resume) and weights into a network (pretrained
-start, evaluation). Checkpoints are MindSpore .ckpt files written by `convert`'s numpy writer
-under a temporary name, so a kill never leaves a torn one."""
+"""Weights into the MindSpore network: a pretrained start, a checkpoint to evaluate (the
+training checkpoints' files are `recipe.checkpoints`)."""
 from __future__ import annotations
-
-import glob
-import os
-import sys
 
 import mindspore as ms
 
-from convert.checkpoints import check_recorded, read_weights, resolve, variant_record
+from convert.checkpoints import check_recorded, read_weights, resolve
 from convert.errors import I3DError
-from convert.fileio import atomic_output
-from convert.formats import READERS, WRITERS, detect
+from convert.formats import READERS, detect
 
 from .model import parameters_from
 from .network import HEAD_PREFIXES, build_net
-
-
-def checkpoints(folder: str) -> list:
-    return sorted(glob.glob(os.path.join(folder, "step_*.ckpt")))
-
-
-def save(state: dict, folder: str, step: int, keep: int, variant) -> str:
-    """Written whole or not at all, its variant recorded as `i3d convert` records it (so that
-    converting or predicting with it never runs it as another); only the last `keep` are
-    kept."""
-    path = os.path.join(folder, f"step_{step:08d}.ckpt")
-    with atomic_output(path, force=True) as tmp:
-        WRITERS["mindspore"](state, tmp, variant_record(variant, "i3d train"))
-    for old in checkpoints(folder)[:-keep] if keep > 0 else []:
-        os.remove(old)
-    return path
-
-
-def latest(folder: str, variant) -> tuple:
-    """(entries, path) of the newest intact checkpoint, for `--resume`: a torn or unreadable
-    newer one is skipped (said on stderr); one of another variant is refused."""
-    found = checkpoints(folder)
-    if not found:
-        raise I3DError(f"--resume: no checkpoint in {folder}")
-    for path in reversed(found):
-        try:
-            flat, meta = READERS["mindspore"](path)
-        except I3DError as e:
-            print(f"i3d: note: skipping {e}", file=sys.stderr)
-            continue
-        if "global_step" not in flat:
-            print(f"i3d: note: skipping {path}: not a training checkpoint (no global_step)",
-                  file=sys.stderr)
-            continue
-        check_recorded(meta, variant, path)
-        return flat, path
-    raise I3DError(f"--resume: no intact checkpoint in {folder} ({len(found)} unreadable)")
 
 
 def load_pretrained(net, source: str, keep_head: bool) -> dict:

@@ -1,5 +1,5 @@
 """Evaluation of the MindSpore twin on a split: every clip through the network, then the
-metrics of `i3d_ms.metrics` and a CSV of per-video predictions.
+metrics of `recipe.metrics` and a CSV of per-video predictions.
 
 Sharded: with many ranks (msrun) each takes every world-th video and the clip logits are
 gathered, so every rank works and every rank ends with the whole split's metrics. Memory is
@@ -21,20 +21,24 @@ from convert.errors import I3DError
 from convert.fileio import atomic_output, check_destination
 from convert.labels import labels
 
+from recipe.metrics import split_metrics, video_scores
+from recipe.samples import EvalSource, workers
+from recipe.sources import check_labels, num_classes, source_name, split_videos
+
 from .checkpoint import load_for_eval
-from .data import EvalSource, eval_dataset, num_classes, split_videos, workers
-from .data.sources import check_labels, source_name
-from .metrics import metrics, video_scores
 from .model import set_mode
 from .network import to_input
+from .pipeline import eval_dataset
 from .trainer import distributed
 
 
 def _infer(net):
     """net(uint8 clips) -> logits, compiled once per net in graph mode."""
     if "_infer" not in net.__dict__:
+        dtype = next(iter(net.get_parameters())).dtype  # float64: the parity runs' nets
+
         def infer(x):
-            return net(to_input(x))
+            return net(to_input(x, None, dtype))
 
         graph = ms.get_context("mode") == ms.GRAPH_MODE
         net.__dict__["_infer"] = ms.jit(infer) if graph else infer
@@ -102,10 +106,7 @@ def _gather(arrays: tuple, world: int, split: bool = False) -> tuple:
 def evaluate_net(net, cfg: dict, classes: int, protocol: str = "centre", csv_path=None,
                  names=None, rank: int = 0, world: int = 1) -> dict:
     logits, labels_, ids, videos, bad = predict_videos(net, cfg, protocol, rank=rank, world=world)
-    if logits.shape[1] != classes:
-        raise I3DError(f"the network has {logits.shape[1]} classes, expected {classes}")
-    known = labels_ >= 0
-    out = metrics(logits[known], labels_[known], ids[known]) if known.any() else {}
+    out = split_metrics(logits, labels_, ids, classes)
     out["skipped"] = bad
     if csv_path and rank == 0:
         write_csv(csv_path, logits, ids, videos, names)

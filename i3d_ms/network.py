@@ -3,12 +3,13 @@ with a pooled linear probe (for small, fast runs)."""
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 
 from convert import architecture as arch
+from recipe.config import variant
 
 from . import kernels
-from .config import variant
 from .model import InceptionI3d
 
 
@@ -16,16 +17,47 @@ class ProbedI3d(InceptionI3d):
     """I3D up to `final_endpoint`, then a global average pool, a BatchNorm and a Dense head."""
 
     def __init__(self, num_classes: int, variant: arch.Variant, final_endpoint: str,
-                 conv: str = "auto"):
-        super().__init__(num_classes, variant, final_endpoint, conv=conv)
+                 conv: str = "auto", dtype: str = "float32"):
+        super().__init__(num_classes, variant, final_endpoint, conv=conv, dtype=dtype)
         width = arch.channels(final_endpoint)
         # pooled features share a large mean: standardise them so that SGD on the head is well
         # conditioned (momentum 0.9: the running statistics settle in short runs)
-        self.norm = nn.BatchNorm1d(width, momentum=0.9, affine=False)
-        self.fc = nn.Dense(width, num_classes)
+        self.norm = Standardise(width, dtype)
+        self.fc = nn.Dense(width, num_classes, dtype=getattr(ms, dtype))
 
     def construct(self, x):
         return self.fc(self.norm(self.walk(x)[-1].mean(axis=(2, 3, 4))))
+
+
+class Standardise(nn.Cell):
+    """BatchNorm1d without scale and shift, written out: MindSpore's has no float64 kernel.
+    Batch statistics in training, their running averages (`momentum`: the old one's weight,
+    the variance's unbiased, as torch's and the twin's BatchNorm keep it) in evaluation."""
+
+    def __init__(self, width: int, dtype: str = "float32", momentum: float = 0.9,
+                 eps: float = 1e-5):
+        super().__init__()
+        kind = getattr(ms, dtype)
+        self.moving_mean = Parameter(Tensor(np.zeros(width), kind), name="moving_mean",
+                                     requires_grad=False)
+        self.moving_variance = Parameter(Tensor(np.ones(width), kind), name="moving_variance",
+                                         requires_grad=False)
+        # tensors of the parameters' dtype: a Python float would be a float32 scalar
+        self.keep, self.take = Tensor(momentum, kind), Tensor(1 - momentum, kind)
+        self.eps = Tensor(eps, kind)
+
+    def construct(self, x):
+        if not self.training:
+            return (x - self.moving_mean) * ops.rsqrt(self.moving_variance + self.eps)
+        n = x.shape[0]
+        mean = x.sum(0) / n
+        centred = x - mean
+        var = (centred * centred).sum(0) / n
+        ops.assign(self.moving_mean, self.keep * self.moving_mean
+                   + self.take * ops.stop_gradient(mean))
+        ops.assign(self.moving_variance, self.keep * self.moving_variance
+                   + self.take * ops.stop_gradient(var) * n / max(n - 1, 1))
+        return centred * ops.rsqrt(var + self.eps)
 
 
 HEAD_PREFIXES = ("Logits.", "fc.", "norm.")  # the classifier's parameters, in either network
@@ -34,12 +66,17 @@ HEAD_PREFIXES = ("Logits.", "fc.", "norm.")  # the classifier's parameters, in e
 def build_net(m: dict, num_classes: int, precision: str = "fp32"):
     """I3D with a `num_classes` head, as the config's `model` section describes it, for
     training in `precision` (fp16: the convolution kernel of mixed precision, see
-    `kernels.choose`)."""
-    conv = kernels.choose(m["conv"], "float16" if precision == "fp16" else "float32")
+    `kernels.choose`; fp64: the network in float64, for exact parity and hand-off runs)."""
+    dtype = PRECISIONS[precision]
+    conv = kernels.choose(m["conv"], "float16" if precision == "fp16" else dtype)
     if m["final_endpoint"] == "Logits":
         return InceptionI3d(num_classes, variant(m), head=m["head"],
-                            dropout_keep_prob=m["dropout_keep_prob"], conv=conv)
-    return ProbedI3d(num_classes, variant(m), m["final_endpoint"], conv)
+                            dropout_keep_prob=m["dropout_keep_prob"], conv=conv, dtype=dtype)
+    return ProbedI3d(num_classes, variant(m), m["final_endpoint"], conv, dtype)
+
+
+# train.precision -> the parameters' dtype (fp16 keeps float32 master weights)
+PRECISIONS = {"fp32": "float32", "fp16": "float32", "fp64": "float64"}
 
 
 def to_input(clips, flip=None, dtype=ms.float32):

@@ -21,6 +21,7 @@ import numpy as np
 from mindspore import amp, nn, ops
 
 from convert.errors import I3DError
+from recipe import checkpoints
 from recipe.schedule import learning_rate, scaled_lr  # noqa: F401  (shared with torch's)
 
 from .model import BatchNorm
@@ -37,8 +38,7 @@ class Trainer:
         # Frozen BN: the trunk normalises with its running statistics while training too, as
         # fine-tuning with small per-device batches wants (train and eval then see one network).
         self.frozen = [c for _, c in net.cells_and_names() if isinstance(c, BatchNorm)] if freeze_bn else []
-        if t["precision"] not in ("fp32", "fp16"):
-            raise I3DError(f"train.precision must be fp32 or fp16, got {t['precision']!r}")
+        self.grad_norm = float("nan")
         # fp16: MindSpore's 'auto' level runs its white list (convolutions, matmuls) in fp16 and
         # keeps BN, reductions and the loss in fp32; the parameters stay fp32 (master weights).
         model = amp.auto_mixed_precision(net, "auto", ms.float16) if t["precision"] == "fp16" else net
@@ -63,6 +63,7 @@ class Trainer:
         self.reducer = nn.DistributedGradReducer(self.opt.parameters, True, world) if world > 1 else None
         fused = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         scaler, clip = self.scaler, float(t["clip_norm"])
+        clip64_norm = ms.Tensor(clip, ms.float64)
 
         def loss_fn(logits, y):
             if dtype != ms.float64:
@@ -78,7 +79,7 @@ class Trainer:
         grad_fn = ms.value_and_grad(forward, None, self.opt.parameters, has_aux=True)
         reducer, opt = self.reducer, self.opt
         if dtype == ms.float64:  # nn.Momentum's CPU kernel updates float64 at float32 precision
-            opt = _Float64Momentum(self.opt, {p.name for p in decay}, t)
+            opt = _Float64Momentum(self.opt, {p.name for p in decay}, t, self.schedule)
 
         def step(x, y, flip):
             (_, loss, logits), grads = grad_fn(x, y, flip)
@@ -89,28 +90,41 @@ class Trainer:
                 grads = scaler.unscale(grads)
                 finite = amp.all_finite(grads)
                 scaler.adjust(finite)
+            norm = global_norm(grads)  # the log's and the parity report's
             if finite:
                 if clip > 0:
-                    grads = ops.clip_by_global_norm(grads, clip)
+                    grads = clip64(grads, norm, clip64_norm) if dtype == ms.float64 else \
+                        ops.clip_by_global_norm(grads, clip)
                 opt(grads)
             else:  # skipped, but the schedule moves on: lr stays a function of the step
                 ops.assign_add(opt.global_step, ops.ones((1,), ms.int32))
-            return loss, logits, finite
+            return loss, logits, finite, norm
 
         self.step_fn = ms.jit(step) if t["mode"] == "graph" else step
 
     def step(self, x, y, flip=None):
         """One optimizer step on uint8 clips x (B, T, H, W, 3), those where `flip` mirrored, at
-        the lr of `schedule[global_step]`: (loss, logits, finite)."""
+        the lr of `schedule[global_step]`: (loss, logits, finite); `grad_norm` is then the
+        global norm of its (unscaled, unclipped) gradients."""
         self.net.set_train(True)
         for cell in self.frozen:
             cell.set_train(False)
         flip = np.zeros(len(x), np.bool_) if flip is None else flip
-        loss, logits, finite = self.step_fn(ms.Tensor(x), ms.Tensor(y), ms.Tensor(flip))
+        loss, logits, finite, norm = self.step_fn(ms.Tensor(x), ms.Tensor(y), ms.Tensor(flip))
+        self.grad_norm = float(norm.asnumpy())
         return float(loss.asnumpy()), logits.asnumpy(), bool(finite.asnumpy())
 
+    @property
+    def variant(self):
+        return self.net.variant
+
+    def loss_scale(self):
+        """The dynamic loss scale now, None without scaling."""
+        return None if self.scaler is None else float(self.scaler.scale_value.asnumpy())
+
     def state(self, step: int) -> dict:
-        """Everything a resume needs, as numpy: net, momentum buffers, step, loss scale."""
+        """Everything a resume needs, as numpy, in `recipe.checkpoints`' layout: net, momentum
+        buffers, step, loss scale."""
         out = {p.name: p.asnumpy() for p in self.net.get_parameters()}
         out.update({p.name: p.asnumpy() for p in self.opt.moments})
         out["global_step"] = np.array([step], np.int64)
@@ -122,9 +136,7 @@ class Trainer:
     def restore(self, flat: dict) -> int:
         own = {p.name: p for p in self.net.get_parameters()}
         own.update({p.name: p for p in self.opt.moments})
-        missing = [k for k in own if k not in flat]
-        if missing:
-            raise I3DError(f"checkpoint lacks {len(missing)} entries ({missing[0]}, ...)")
+        checkpoints.missing(flat, own)
         for k, p in own.items():
             p.set_data(ms.Tensor(flat[k]))
         self.opt.global_step.set_data(ms.Tensor(flat["global_step"].astype(np.int32)))
@@ -138,20 +150,22 @@ class _Float64Momentum:
     """`nn.Momentum`'s update written out, on its own parameters, moments and step counter
     (so `state`/`restore` are unchanged): g + wd * w (the decayed group), v = m v + g,
     w -= lr[step] v. MindSpore 2.10's CPU ApplyMomentum rounds float64 parameters to float32
-    (an update off by ~1e-3 of itself), which the training parity's exact runs cannot have."""
+    (an update off by ~1e-3 of itself), and the optimizer keeps its learning rates in float32
+    (a fresh head's weights 5e-9 off after one step), which the training parity's exact runs
+    cannot have: the schedule is indexed here, in float64."""
 
-    def __init__(self, opt, decayed: set, t: dict):
+    def __init__(self, opt, decayed: set, t: dict, schedule):
         # float64 tensors: MindSpore makes a Python float times a float64 tensor a float32
         # scalar (0.9 -> 0.89999998)
         f64 = ms.float64
         self.opt, self.momentum = opt, ms.Tensor(t["momentum"], f64)
         self.wd = [ms.Tensor(t["weight_decay"], f64) if p.name in decayed else None
                    for p in opt.parameters]
-        self.global_step = opt.global_step
+        self.global_step, self.lrs = opt.global_step, ms.Tensor(schedule, f64)
 
     def __call__(self, grads):
         momentum_step64(self.opt.parameters, self.opt.moments, grads,
-                        self.opt.get_lr(), self.momentum, self.wd)  # lr: schedule[global_step]
+                        self.lrs[self.global_step[0]], self.momentum, self.wd)
         ops.assign_add(self.global_step, ops.ones((1,), ms.int32))
 
 
@@ -160,6 +174,18 @@ def cross_entropy64(logits, onehot):
     ops.log_softmax computes float64 at float32's precision (5e-6 off) on the CPU."""
     z = logits - ops.stop_gradient(logits.max(1, keepdims=True))
     return -((z - ops.log(ops.exp(z).sum(1, keepdims=True))) * onehot).sum(1).mean()
+
+
+def global_norm(grads):
+    """sqrt(sum of every gradient's squares), in the gradients' dtype."""
+    return ops.sqrt(ops.addn([(g * g).sum() for g in grads]))
+
+
+def clip64(grads, norm, clip):
+    """`clip_by_global_norm` in float64 (MindSpore's computes the norm of float64 gradients at
+    float32's precision: every gradient 1e-8 off): g * clip / max(norm, clip)."""
+    factor = clip / ops.maximum(norm, clip)
+    return tuple(g * factor for g in grads)
 
 
 def momentum_step64(params, moments, grads, lr, momentum, decays):

@@ -4,7 +4,9 @@ import numpy as np
 
 
 def test_mindspore_pipeline_equals_torch_preprocessing(real_mp4):
-    from i3d_ms.data import EvalSource, Video, eval_dataset  # MindSpore before decord
+    from i3d_ms.pipeline import eval_dataset  # MindSpore before decord
+    from recipe.samples import EvalSource
+    from recipe.sources import Video
     from i3d_video import deepmind_clip, read_video
 
     n = len(read_video(real_mp4))  # the centre clip of all frames is the whole video

@@ -1,7 +1,9 @@
-"""The recipe's numbers, one definition for both frameworks' loops."""
+"""The recipe's numbers, one definition for both frameworks' loops (numpy only)."""
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 
 def scaled_lr(t: dict, world: int = 1) -> dict:
@@ -33,3 +35,15 @@ def clip_scale(global_norm: float, clip: float) -> float:
     """The factor MindSpore's `clip_by_global_norm` multiplies every gradient by:
     clip / max(norm, clip), no epsilon (torch's `clip_grad_norm_` adds 1e-6 to the norm)."""
     return clip / max(global_norm, clip)
+
+
+def adjust_loss_scale(scale: float, counter: int, finite: bool, factor: int, window: int) -> tuple:
+    """(scale, counter) after a step, as MindSpore's `DynamicLossScaler.adjust` computes them
+    (in float32): an overflowing step divides the scale by `factor` (not below 1) and restarts
+    the count; the `window`-th finite step in a row multiplies it by `factor` (if finite)."""
+    scale = np.float32(scale)
+    if not finite:
+        return float(max(np.float32(1), scale / np.float32(factor))), 0
+    if counter == window - 1 and np.isfinite(scale * np.float32(factor)):
+        scale = scale * np.float32(factor)
+    return float(scale), (counter + 1) % window

@@ -6,11 +6,12 @@ import pytest
 
 import i3d_ms  # noqa: F401  (MindSpore before decord)
 from convert.errors import I3DError
-from i3d_ms.data import TrainSource, Video, check_videos, class_names, read_kinetics, read_list
 from i3d_ms.make_dataset import DIRECTIONS, make_dataset, render
 from i3d_video.clips import (EvalCrops, TrainCrop, eval_indices, three_crops, train_clip,
                              train_indices, uniform_indices)
 from i3d_video.decode import open_video
+from recipe.samples import TrainSource
+from recipe.sources import Video, check_videos, class_names, read_kinetics, read_list
 from tests.helpers import call as i3d
 
 DATA = {"frames": 4, "stride": 2, "resize": 36, "crop": 32, "scales": [1.0, 0.875], "flip": True,

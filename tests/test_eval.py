@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-from i3d_ms.metrics import mean_class_accuracy, metrics, top_k_accuracy, video_scores
+from recipe.metrics import mean_class_accuracy, metrics, top_k_accuracy, video_scores
 
 SCORES = np.array([[3.0, 1.0, 0.0],   # label 0: top-1 right
                    [0.0, 2.0, 1.0],   # label 1: top-1 right
@@ -39,7 +39,7 @@ def test_video_level_averages_clip_softmax():
 def test_default_weights_on_cricket_clip(tmp_path):
     """The whole eval path (list file, dataset, network, CSV) on DeepMind's sample clip."""
     from convert.labels import labels
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.evaluate import evaluate
     from i3d_video import SAMPLE
 
@@ -65,7 +65,8 @@ def test_device_scaling_of_uint8_clips_is_deepminds_bit_for_bit(real_mp4):
     import mindspore
 
     import i3d_ms
-    from i3d_ms.data import EvalSource, Video
+    from recipe.samples import EvalSource
+    from recipe.sources import Video
     from i3d_ms.network import to_input
 
     data = {"frames": 16, "stride": 1, "resize": 256, "crop": 224, "clips": 2}

@@ -1193,7 +1193,7 @@ def test_make_dataset_is_written_whole_or_not_at_all(tmp_path):
 def tiny(tmp_path_factory):
     """2 motion classes, 4 train and 1 val videos each (real mp4s of 8 frames of 32x32), and a
     list file of 4 of them with a corrupt and a missing video among them."""
-    from i3d_ms.data import read_kinetics
+    from recipe.sources import read_kinetics
     from i3d_ms.make_dataset import make_dataset
 
     root = tmp_path_factory.mktemp("tiny") / "data"
@@ -1256,10 +1256,14 @@ def test_resume_after_a_torn_checkpoint_finished_runs_and_stderr_with_two_worker
     full = _losses(out)
     assert sorted(full) == [0, 1, 2]
 
-    for extra, words in (((), ("step_00000003.ckpt", "the run finished", "step 3 of 3")),
-                         (("train.steps=4",), ("config.yaml", "train.steps=3, now 4"))):
-        assert _run(tiny, out, *extra, "--resume") == 2
-        expect_error(subprocess.CompletedProcess((), 2, "", capfd.readouterr().err), *words)
+    # a finished run restarted by its job script's one line: a notice, nothing trained
+    summary = (out / "summary.json").read_text()
+    assert _run(tiny, out, "--resume") == 0
+    assert "the run finished (step 3 of 3)" in capfd.readouterr().err
+    assert (out / "summary.json").read_text() == summary and sorted(_losses(out)) == [0, 1, 2]
+    assert _run(tiny, out, "train.steps=4", "--resume") == 2
+    expect_error(subprocess.CompletedProcess((), 2, "", capfd.readouterr().err), "config.yaml",
+                 "train.steps=3, now 4")
 
     # the newest checkpoint torn (a copy cut short, a disk error): resumed from the one before;
     # a temporary file a SIGKILL left behind is removed
@@ -1295,10 +1299,10 @@ _SAVE = """
 import sys
 import numpy as np
 from convert.architecture import DEEPMIND
-from i3d_ms import checkpoint
+from recipe import checkpoints
 print("ready", flush=True)
-checkpoint.save({"w": np.ones(1 << 25, np.float32), "global_step": np.array([1])}, sys.argv[1],
-                1, 2, DEEPMIND)
+checkpoints.save({"w": np.ones(1 << 25, np.float32), "global_step": np.array([1])}, sys.argv[1],
+                 1, 2, DEEPMIND, "mindspore")
 """
 
 
@@ -1319,16 +1323,16 @@ def test_training_checkpoints_record_their_variant(tiny, tmp_path, capsys):
     another: it never runs silently as deepmind."""
     from convert.architecture import MINDVIDEO
     from convert.checkpoints import read_weights
-    from i3d_ms import checkpoint
-    from i3d_ms.config import load_config
     from i3d_ms.network import build_net
     from i3d_ms.trainer import Trainer
+    from recipe import checkpoints
+    from recipe.config import load_config
     from tests.helpers import call
 
     cfg = load_config(SMOKE, ["model.final_endpoint=Logits", "model.variant=mindvideo",
                               "model.weights=scratch", "train.mode=pynative"])
     trainer = Trainer(build_net(cfg["model"], 2), cfg["train"])
-    path = checkpoint.save(trainer.state(7), str(tmp_path), 7, 1, trainer.net.variant)
+    path = checkpoints.save(trainer.state(7), str(tmp_path), 7, 1, trainer.variant, "mindspore")
     weights, info = read_weights(path)
     assert info["variant"] == MINDVIDEO and info["variant_source"] == "recorded"
     assert call("convert", path, tmp_path / "w.safetensors") == 0

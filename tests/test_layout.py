@@ -1,5 +1,6 @@
-"""The house rules of the layout: imports point one way (command line -> training, parity,
-benchmarks -> twins -> video -> core), no module imports itself back through a cycle, and the
+"""The house rules of the layout: imports point one way (command line -> parity, FVD,
+export, benchmarks -> twins -> the recipe (the training loop, its data and checkpoints, with a
+backend per twin) -> video -> core), no module imports itself back through a cycle, and the
 numpy core loads without any framework."""
 import ast
 import os
@@ -9,8 +10,8 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each package may import its own level or lower ones; benchmarks also use the parity suite's
 # reference loader, the FVD extractor and the exporters.
-LEVEL = {"convert": 0, "recipe": 0, "i3d_video": 1, "i3d_torch": 2, "i3d_ms": 2,
-         "parity_tests": 3, "benchmarks": 3, "fvd": 3, "export": 3, "i3d_cli": 4}
+LEVEL = {"convert": 0, "i3d_video": 1, "recipe": 2, "i3d_torch": 3, "i3d_ms": 3,
+         "parity_tests": 4, "benchmarks": 4, "fvd": 4, "export": 4, "i3d_cli": 5}
 SIDEWAYS = {("benchmarks", "parity_tests"), ("benchmarks", "fvd"), ("benchmarks", "export")}
 
 

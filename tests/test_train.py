@@ -28,17 +28,9 @@ def rows(path):
 
 
 @pytest.fixture(scope="module")
-def motion(tmp_path_factory):
-    """4 motion-direction classes, 48 train and 8 val videos each (real H.264 mp4s)."""
-    root = tmp_path_factory.mktemp("motion") / "data"
-    assert i3d("make-dataset", root, "--classes", 4) == 0
-    return root
-
-
-@pytest.fixture(scope="module")
 def bad_list(motion, tmp_path_factory):
     """16 good videos, a corrupt mp4 and a missing one, as a list file."""
-    from i3d_ms.data import read_kinetics
+    from recipe.sources import read_kinetics
 
     folder = tmp_path_factory.mktemp("lists")
     (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
@@ -82,7 +74,7 @@ def _cfg(bad_list, out, steps=8):
 @pytest.mark.slow
 def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_list, tmp_path,
                                                                           capsys):
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.train import train
 
     # uninterrupted, in this process
@@ -94,7 +86,7 @@ def test_resume_continues_the_uninterrupted_run_and_bad_videos_are_skipped(bad_l
 
     # interrupted: killed (SIGKILL) as soon as its step-4 checkpoint exists
     b = tmp_path / "b"
-    code = ("from i3d_ms.config import load_config; from i3d_ms.train import train; "
+    code = ("from recipe.config import load_config; from i3d_ms.train import train; "
             f"train(load_config({SMOKE!r}, {_cfg(bad_list, b)!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
     ckpt = b / "checkpoints" / "step_00000004.ckpt"
@@ -146,7 +138,7 @@ def test_two_msrun_workers_fp16_skip_alike_and_evaluate_a_shard_each(bad_list, t
     launcher.write_text(
         "import json, os, sys\nimport numpy as np\n"
         f"sys.path.insert(0, {REPO!r})\n"
-        "from i3d_ms.config import load_config\nfrom i3d_ms.evaluate import evaluate_net\n"
+        "from recipe.config import load_config\nfrom i3d_ms.evaluate import evaluate_net\n"
         "from i3d_ms.train import train\n"
         f"cfg = load_config({SMOKE!r}, sys.argv[1:])\n"
         "summary, trainer = train(cfg)\n"
@@ -227,7 +219,7 @@ def test_msrun_eval_refuses_an_existing_csv_on_every_rank(bad_list, tmp_path):
 
 
 def _trainer(overrides, seed_params=None):
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.network import build_net
     from i3d_ms.trainer import Trainer
 
@@ -297,7 +289,7 @@ KINETICS = ["kinetics400_scratch_8gpu", "kinetics400_finetune_1gpu", "kinetics40
 def test_kinetics_configs_scale_the_lr_with_the_global_batch(name):
     """Each recipe states its lr for a global batch of train.lr_batch clips; the run uses
     lr x batch_size x world / lr_batch, so the same file on fewer GPUs takes a smaller step."""
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.trainer import learning_rate, scaled_lr
 
     cfg = load_config(os.path.join(REPO, "config", f"{name}.yaml"))
@@ -314,7 +306,7 @@ def test_kinetics_configs_scale_the_lr_with_the_global_batch(name):
 def test_kinetics_config_step_in_graph_mode_on_cpu():
     """config/kinetics400_finetune_1gpu.yaml's step (graph mode, fp16, dynamic loss scaling)
     compiles and trains; on CPU and at toy size here (the GPU itself could not be tried)."""
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.network import build_net
     from i3d_ms.trainer import Trainer
 

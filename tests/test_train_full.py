@@ -33,7 +33,7 @@ def motion(tmp_path_factory):
     """List files of real H.264 mp4s of 4 motion-direction classes: train, one video a class
     (a batch of 4 sees them all: the network can learn them in a few steps), and val, two a
     class."""
-    from i3d_ms.data import read_kinetics
+    from recipe.sources import read_kinetics
 
     folder = tmp_path_factory.mktemp("full")
     assert i3d("make-dataset", folder / "data", "--classes", 4, "--videos-per-class", 1,
@@ -92,7 +92,7 @@ def test_full_i3d_pynative_resume_is_exact(motion, tmp_path):
 
 def _trainer(conv="auto", precision="fp32", init=1.0, dtype="float32", steps=8):
     from i3d_ms.checkpoint import load_pretrained
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.network import build_net
     from i3d_ms.trainer import Trainer
 
@@ -188,7 +188,7 @@ def test_whole_video_protocol_through_the_full_network(motion):
     """DeepMind's protocol: every frame of each video in one pass (16 frames here, not the
     8-frame clips of training), the network fully convolutional in time; every video scored
     once."""
-    from i3d_ms.config import load_config
+    from recipe.config import load_config
     from i3d_ms.evaluate import evaluate_net
     from i3d_ms.network import build_net
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import i3d_ms  # MindSpore before anything decodes
-from i3d_ms.config import load_config
+from recipe.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "config", "cpu_smoke.yaml")
@@ -49,11 +49,12 @@ def mindspore_run(weights):
     return losses, state, [float(v) for v in trainer.schedule]
 
 
-def _torch_run(weights, **kw):
-    from convert.architecture import DEEPMIND
+def _torch_run(weights, precision="fp32", **kw):
+    import i3d_torch
     from i3d_torch.trainer import TorchTrainer
 
-    trainer = TorchTrainer(weights, DEEPMIND, _recipe(), head="global", **kw)
+    trainer = TorchTrainer(i3d_torch.build(weights, head="global"),
+                           {**_recipe(), "precision": precision}, **kw)
     losses = [trainer.step(x, y, f)[0] for x, y, f in _batches()]
     return losses, trainer.canonical(), [float(v) for v in trainer.schedule]
 
@@ -71,7 +72,7 @@ def test_the_torch_recipe_step_is_mindsporess_step_for_step(weights, mindspore_r
 def test_decaying_every_parameter_is_caught(weights, mindspore_run):
     _, ms_state, _ = mindspore_run
     _, right, _ = _torch_run(weights)
-    _, wrong, _ = _torch_run(weights, decay_all=True)
+    _, wrong, _ = _torch_run(weights, pitfalls={"decay_all": True})
     betas = [k for k in right if k.endswith(":beta")]
     noise = max(_rel(right[k], ms_state[k]) for k in betas)
     moved = max(_rel(wrong[k], ms_state[k]) for k in betas)
@@ -82,8 +83,6 @@ def test_float64_steps_agree_to_1e9(weights):
     """Both trainers in float64: the MindSpore side with what MindSpore 2.10's CPU computes at
     lower precision written out or avoided (cross entropy, the momentum update, MaxPool3D's
     backward, Python-float BatchNorm weights): every loss and every tensor within 1e-9."""
-    import torch
-
     from i3d_ms.trainer import Trainer
     from parity_tests.backward import _canonical
 
@@ -93,7 +92,7 @@ def test_float64_steps_agree_to_1e9(weights):
     ms_losses = [trainer.step(x, y, f)[0] for x, y, f in _batches()]
     ms_state = _canonical("mindspore", weights,
                           {p.name: p.asnumpy() for p in net.get_parameters()})
-    losses, state, _ = _torch_run(weights, dtype=torch.float64)
+    losses, state, _ = _torch_run(weights, "fp64")
     assert losses[0] == pytest.approx(ms_losses[0], rel=1e-13)
     assert losses == pytest.approx(ms_losses, rel=1e-9)
     assert max(_rel(state[k], ms_state[k]) for k in state) < 1e-9

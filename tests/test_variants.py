@@ -97,7 +97,7 @@ def test_named_variants_and_the_custom_form_parse_back_exactly():
 
 def test_the_training_config_and_every_command_take_the_same_names():
     from i3d_cli.main import build_parser
-    from i3d_ms.config import variant
+    from recipe.config import variant
 
     assert variant({"variant": "mindvideo-same"}) == MINDVIDEO_SAME
     assert variant({"variant": "padding=symmetric,eps=1e-05,scale=true"}) == MINDVIDEO

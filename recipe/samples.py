@@ -1,4 +1,5 @@
-"""Random-access sources and their MindSpore GeneratorDatasets.
+"""Random-access training and evaluation samples, numpy only (each framework's loop feeds them
+to its own pipeline: `i3d_ms.pipeline`, `i3d_torch.train`).
 
 The training order is a pure function of (seed, step): every epoch is a seeded permutation,
 sharded by rank, so a run resumed at step s reads exactly what the uninterrupted run read, and
@@ -9,7 +10,7 @@ once. Workers are threads (decord, Pillow and numpy release the GIL), so the cou
 
 Clips travel as uint8, (T, H, W, 3) per clip: only the frames a clip needs are decoded, each is
 resized as it arrives (`i3d_video.clips`), and the device scales to [-1, 1]
-(`i3d_ms.network.to_input`).
+(`i3d_ms.network.to_input`, `i3d_torch.trainer.to_input`).
 """
 from __future__ import annotations
 
@@ -148,20 +149,25 @@ class EvalSource(_Skips):
         return 1 if self.protocol == "whole" else max(1, batch_clips // self.k)
 
 
-def _pipeline(source, columns, workers: int):
-    import mindspore.dataset as ds
+def batches(source, rows: int, workers: int, drop_remainder: bool = False):
+    """Rows of `source` stacked `rows` at a time, column by column, in order, decoded by
+    `workers` threads at most `PREFETCH` batches ahead (the framework-free pipeline the torch
+    loop uses; MindSpore's is `i3d_ms.pipeline`). A source's error is raised as itself."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    ds.config.set_prefetch_size(PREFETCH)
-    return ds.GeneratorDataset(source, columns, shuffle=False, num_parallel_workers=workers,
-                               python_multiprocessing=False)
+    n = len(source) - len(source) % rows if drop_remainder else len(source)
+    starts = range(0, n, rows)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = []
+        for start in starts:
+            pending.append([pool.submit(source.__getitem__, k)
+                            for k in range(start, min(start + rows, n))])
+            if len(pending) > PREFETCH:
+                yield _stack(pending.pop(0))
+        while pending:
+            yield _stack(pending.pop(0))
 
 
-def train_dataset(source: TrainSource, workers: int):
-    return _pipeline(source, ["clip", "label", "flip"], workers).batch(source.batch,
-                                                                       drop_remainder=True)
-
-
-def eval_dataset(source: EvalSource, workers: int, batch_clips: int = 32):
-    """Batches of `source.rows_per_batch(batch_clips)` rows (the last may be short)."""
-    return _pipeline(source, ["clips", "label", "index", "valid"], workers).batch(
-        source.rows_per_batch(batch_clips))
+def _stack(futures) -> tuple:
+    rows = [f.result() for f in futures]
+    return tuple(np.stack(column) for column in zip(*rows))

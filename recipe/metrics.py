@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from convert.errors import I3DError
 from convert.labels import softmax
 
 
@@ -39,3 +40,12 @@ def metrics(clip_logits, clip_labels, video_ids) -> dict:
             "video_top1": top_k_accuracy(vscores, vlabels, 1),
             "video_top5": top_k_accuracy(vscores, vlabels, k),
             "video_mean_class": mean_class_accuracy(vscores, vlabels)}
+
+
+def split_metrics(logits, labels, ids, classes: int) -> dict:
+    """`metrics` of a split's clip logits, its videos of unknown label (-1) left out; refuses a
+    network of another width than the `classes` the labels were checked against."""
+    if logits.shape[1] != classes:
+        raise I3DError(f"the network has {logits.shape[1]} classes, expected {classes}")
+    known = labels >= 0
+    return metrics(logits[known], labels[known], ids[known]) if known.any() else {}

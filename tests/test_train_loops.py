@@ -1,0 +1,230 @@
+"""The one training loop (`recipe.loop`) under torch and across the two frameworks, on real mp4s
+from `i3d make-dataset`: `i3d train --framework torch` learns; a training checkpoint of either
+framework continues under the other and lands where the other's uninterrupted run lands
+(float64, 1e-9); a run killed at random moments and restarted with the same command line ends
+bit-identical to an uninterrupted one; two torchrun workers on the CPU (gloo); mixed precision's
+dynamic loss scale follows MindSpore's rule (MindSpore's own scaler is the judge)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import i3d_ms  # noqa: F401  (MindSpore before decord)
+from convert.formats import READERS
+from tests.helpers import I3D
+from tests.helpers import call as i3d
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(REPO, "config", "cpu_smoke.yaml")
+
+
+def rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def losses(out) -> dict:
+    """{step: loss} of a run's log (a resumed run's repeats: the last wins)."""
+    return {r["step"]: r["loss"] for r in rows(out / "train.jsonl") if "loss" in r}
+
+
+def ckpt(out, step: int) -> dict:
+    return READERS["mindspore"](str(out / "checkpoints" / f"step_{step:08d}.ckpt"))[0]
+
+
+def worst(a: dict, b: dict) -> tuple:
+    """(largest relative distance, its entry) over every tensor of two training checkpoints."""
+    assert set(a) == set(b)
+    return max((float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-300)), k)
+               for k in a)
+
+
+def test_the_torch_loop_learns_motion_and_mindspore_evaluates_its_checkpoint(motion, tmp_path,
+                                                                             capsys):
+    out = tmp_path / "run"
+    assert i3d("train", "--framework", "torch", "--config", SMOKE, f"data.root={motion}",
+               f"train.out={out}") == 0
+    log = rows(out / "train.jsonl")
+    final = [r for r in log if "val_top1" in r][-1]
+    loss = [r["loss"] for r in log if "loss" in r]
+    assert final["step"] == 60 and final["val_top1"] >= 0.9
+    assert np.mean(loss[:5]) > 1.0 and np.mean(loss[-5:]) < 0.5
+    assert (out / "train.png").stat().st_size > 10000
+    assert sorted(os.listdir(out / "checkpoints")) == ["step_00000050.ckpt", "step_00000060.ckpt"]
+    assert json.loads((out / "summary.json").read_text())["framework"] == "torch"
+
+    capsys.readouterr()  # the torch run's checkpoint, scored by the MindSpore evaluator
+    assert i3d("eval", "--config", SMOKE, f"data.root={motion}", "--checkpoint",
+               out / "checkpoints" / "step_00000060.ckpt", "--json") == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["videos"] == 32 and m["video_top1"] == pytest.approx(final["val_top1"])
+
+
+FP64 = ["train.steps=20", "train.checkpoint_every=10", "train.keep_checkpoints=5",
+        "train.precision=fp64", "train.mode=pynative", "train.eval_every=0"]
+
+
+def _train(framework, motion, out, resume=False):
+    assert i3d("train", "--framework", framework, "--config", SMOKE, f"data.root={motion}",
+               f"train.out={out}", *FP64, *(["--resume"] if resume else [])) == 0
+
+
+def _hand_over(src, dst, step: int):
+    """A new run folder holding `src`'s checkpoint of `step` and its config."""
+    (dst / "checkpoints").mkdir(parents=True)
+    shutil.copy(src / "checkpoints" / f"step_{step:08d}.ckpt", dst / "checkpoints")
+    shutil.copy(src / "config.yaml", dst)
+
+
+@pytest.mark.slow
+def test_hand_off_both_ways_lands_where_the_uninterrupted_run_lands(motion, tmp_path):
+    """float64, the smoke recipe (warmup, cosine, decay, clipping, frozen BN, the probe's
+    BatchNorm): 20 steps in each framework agree to 1e-9; MindSpore's step-10 checkpoint
+    continued by torch lands on MindSpore's step 20, and torch's continued by MindSpore on
+    torch's, to 1e-9 in every parameter, BN statistic and momentum buffer."""
+    ms_run, torch_run = tmp_path / "mindspore", tmp_path / "torch"
+    _train("mindspore", motion, ms_run)
+    _train("torch", motion, torch_run)
+    ms_loss, torch_loss = losses(ms_run), losses(torch_run)
+    assert sorted(ms_loss) == list(range(20))
+    for s in ms_loss:
+        assert torch_loss[s] == pytest.approx(ms_loss[s], rel=1e-9), s
+    distance, entry = worst(ckpt(torch_run, 20), ckpt(ms_run, 20))
+    assert distance < 1e-9, (distance, entry)
+
+    for src, framework, dst in ((ms_run, "torch", tmp_path / "ms-then-torch"),
+                                (torch_run, "mindspore", tmp_path / "torch-then-ms")):
+        _hand_over(src, dst, 10)
+        _train(framework, motion, dst, resume=True)
+        assert sorted(losses(dst)) == list(range(10, 20))
+        for s in range(10, 20):
+            assert losses(dst)[s] == pytest.approx(losses(src)[s], rel=1e-9), (framework, s)
+        distance, entry = worst(ckpt(dst, 20), ckpt(src, 20))
+        assert distance < 1e-9, (framework, distance, entry)
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_the_same_line_ends_bit_identical(motion, tmp_path):
+    """A job script's one line, `i3d train --framework torch --resume ...`, SIGKILLed at random
+    moments (before its first checkpoint, between checkpoints, while writing one) and started
+    again until it finishes: its checkpoint and its log equal an uninterrupted run's bit for
+    bit."""
+    def line(out):
+        return [*I3D, "train", "--framework", "torch", "--resume", "--config", SMOKE,
+                f"data.root={motion}", f"train.out={out}", "train.steps=30",
+                "train.checkpoint_every=3", "train.keep_checkpoints=2", "train.eval_every=0"]
+
+    env = {**os.environ, "GLOG_v": "3"}
+    whole = tmp_path / "whole"
+    subprocess.run(line(whole), check=True, capture_output=True, env=env, timeout=300)
+    killed, rng, starts = tmp_path / "killed", random.Random(), []
+    for attempt in range(40):
+        proc = subprocess.Popen(line(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env)
+        delay = rng.uniform(0.5, 4.0) if attempt < 8 else None  # then let it finish
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        if (killed / "summary.json").exists():
+            break
+        found = sorted(os.listdir(killed / "checkpoints")) if (killed / "checkpoints").exists() else []
+        starts.append(found[-1] if found else None)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert any(starts), starts  # at least one restart continued from a checkpoint
+    a, b = ckpt(killed, 30), ckpt(whole, 30)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert losses(killed) == losses(whole)
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_torchrun_workers_on_the_cpu(motion, tmp_path):
+    """DDP over gloo: both ranks step together (an all-reduce per step), rank 0 alone writes,
+    and the in-training evaluation gathers both ranks' shares of the 32 validation videos."""
+    venv = os.path.dirname(sys.executable)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [os.path.join(venv, "torchrun"), "--nproc_per_node=2", f"--master_port={_port()}",
+         os.path.join(venv, "i3d"), "train", "--framework", "torch", "--config", SMOKE,
+         f"data.root={motion}", f"train.out={out}", "train.steps=6", "train.batch_size=4",
+         "train.checkpoint_every=3", "train.eval_every=3", "data.workers=1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world"] == 2 and summary["framework"] == "torch"
+    evals = [r for r in rows(out / "train.jsonl") if "val_top1" in r]
+    assert [r["step"] for r in evals] == [3, 6] and all(r["val_videos"] == 32 for r in evals)
+    assert sorted(losses(out)) == list(range(6))
+    assert sorted(os.listdir(out / "checkpoints")) == ["step_00000003.ckpt", "step_00000006.ckpt"]
+
+
+def test_the_loss_scale_follows_mindspores_rule():
+    """`recipe.schedule.adjust_loss_scale` (what the torch loop uses) against MindSpore's
+    DynamicLossScaler on the same run of finite and overflowing steps."""
+    import mindspore as ms
+    from mindspore import amp
+
+    from recipe.schedule import adjust_loss_scale
+
+    rng = np.random.default_rng(0)
+    flags = rng.random(200) < 0.9
+    ms_scaler = amp.DynamicLossScaler(2.0 ** 24, 2, 5)
+    scale, counter = 2.0 ** 24, 0
+    for finite in flags:
+        ms_scaler.adjust(ms.Tensor(bool(finite)))
+        scale, counter = adjust_loss_scale(scale, counter, bool(finite), 2, 5)
+        assert scale == float(ms_scaler.scale_value.asnumpy())
+        assert counter == int(ms_scaler.counter.asnumpy())
+
+
+def test_torch_fp16_skips_overflowing_steps_and_applies_finite_ones(weights):
+    """Mixed precision in the torch loop: from MindSpore's initial scale (2^24) the first fp16
+    backward overflows; such a step changes no weight or momentum buffer and halves the scale;
+    the first finite step updates every trained tensor."""
+    from convert.architecture import DEEPMIND
+    from i3d_torch.network import build_net, load_trunk
+    from i3d_torch.trainer import TorchTrainer
+    from recipe.config import load_config
+
+    cfg = load_config(SMOKE, ["train.precision=fp16", "train.loss_scale=dynamic",
+                              "train.loss_scale_init=16777216", "train.batch_size=4"])
+    net = build_net(cfg["model"], 4, DEEPMIND)
+    load_trunk(net, weights, False, "default")
+    trainer = TorchTrainer(net, cfg["train"], freeze_bn=True)
+    rng = np.random.RandomState(0)
+    scales, skipped = [], 0
+    for _ in range(12):
+        x = rng.randint(0, 256, (4, 8, 32, 32, 3)).astype(np.uint8)
+        before = trainer.state(0)
+        scale = trainer.loss_scale()
+        _, _, finite = trainer.step(x, rng.randint(0, 4, 4))
+        after = trainer.state(0)
+        trained = [k for k in after if k.startswith("moments.")]
+        if not finite:
+            skipped += 1
+            assert trainer.loss_scale() == scale / 2
+            assert all(np.array_equal(after[k], before[k]) for k in trained)
+            assert all(np.array_equal(after[k[8:]], before[k[8:]]) for k in trained)
+        else:
+            assert all(not np.array_equal(after[k[8:]], before[k[8:]]) for k in trained)
+            break
+        scales.append(trainer.loss_scale())
+    assert skipped >= 1 and finite, (skipped, scales)
