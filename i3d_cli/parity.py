@@ -16,6 +16,8 @@ def cmd_parity(args) -> int:
     from i3d_video import model_clip
     from parity_tests import report, run
 
+    if args.training:
+        return _training(args)
     files = {w: path for w, path in ((report.write_json, args.json),
                                      (report.write_markdown, args.markdown),
                                      (report.write_plot, args.plot)) if path}
@@ -37,13 +39,42 @@ def cmd_parity(args) -> int:
             n = args.backward_size
             small = rng.uniform(-1, 1, (2, 3, args.backward_frames, n, n)).astype(np.float32)
             y = rng.randint(0, num_classes(weights), 2)
-            reports.append(run.backward(weights, small, y, args.steps, args.tolerance or 1e-4,
+            reports.append(run.backward(weights, small, y, args.steps or 5, args.tolerance or 1e-4,
                                         info["variant"], head="global"))
             print()
             print(report.text(reports[-1]))
         for write, tmp in zip(files, temps):
             write(reports, tmp)
     return 0 if all(r["ok"] for r in reports) else 1
+
+
+def _training(args) -> int:
+    """`--training CONFIG`: both frameworks' loops step by step (`parity_tests.training`)."""
+    import i3d_ms  # noqa: F401  (MindSpore before anything decodes)
+    from convert.errors import I3DError
+    from convert.fileio import atomic_outputs
+    from i3d_torch.trainer import PITFALLS
+    from parity_tests import report, training
+    from recipe.config import load_config
+
+    from .progress import Bar
+
+    for p in args.pitfall:
+        if p not in PITFALLS:
+            raise I3DError(f"--pitfall {p}: not one of {', '.join(PITFALLS)}")
+    cfg = load_config(args.training, args.set)
+    files = {w: path for w, path in ((report.write_json, args.json),
+                                     (report.write_markdown, args.markdown),
+                                     (report.write_plot, args.plot)) if path}
+    with atomic_outputs(list(files.values()), args.force) as temps:
+        bar = Bar("training parity", min(args.steps or 20, cfg["train"]["steps"]), "steps")
+        result = training.training(cfg, args.steps or 20, args.tolerance or 1e-9,
+                                   tuple(args.pitfall), lambda done, total: bar(done))
+        bar.close()
+        print(report.text(result))
+        for write, tmp in zip(files, temps):
+            write([result], tmp)
+    return 0 if result["ok"] else 1
 
 
 def _exported(paths: list, x, variant) -> dict:
@@ -82,7 +113,17 @@ def register(sub, sample: str):
                    help="`i3d export` files (.onnx, .mindir, .pt2) compared as participants")
     q.add_argument("--ms-mode", choices=("pynative", "graph"), default="pynative")
     q.add_argument("--backward", action="store_true", help="also compare training steps")
-    q.add_argument("--steps", type=positive, default=5)
+    q.add_argument("--steps", type=positive, default=None,
+                   help="training steps compared (--backward: 5, --training: 20)")
+    q.add_argument("--training", metavar="CONFIG",
+                   help="compare the two frameworks' training loops on this config's recipe "
+                        "and data, step by step, in float64 (instead of the forward report)")
+    q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="with --training: override a config setting (repeatable)")
+    q.add_argument("--pitfall", action="append", default=[], metavar="NAME",
+                   help="with --training: reintroduce a porting mistake on the torch side "
+                        "(decay_all, bn_momentum, epoch_schedule, clip_epsilon, "
+                        "loss_scale_init) to see the report catch it")
     q.add_argument("--backward-frames", type=positive, default=16)
     q.add_argument("--backward-size", type=positive, default=112)
     q.add_argument("--json", metavar="FILE")

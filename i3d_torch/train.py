@@ -35,7 +35,8 @@ class TorchBackend(loop.Backend):
         self.rank_seed = loop.rank_seed(t["seed"], rank)
         return rank, world
 
-    def trainer(self, cfg: dict, classes: int, pretrained, world: int) -> TorchTrainer:
+    def trainer(self, cfg: dict, classes: int, pretrained, world: int,
+                pitfalls: dict | None = None) -> TorchTrainer:
         m, t = cfg["model"], cfg["train"]
         net = build_net(m, classes, variant(m)).to(DTYPES[t["precision"]])  # before the values
         names = mindspore_names(net)
@@ -58,7 +59,8 @@ class TorchBackend(loop.Backend):
 
             # buffers (BN statistics) stay each rank's own, as under msrun
             ddp = lambda n: DistributedDataParallel(n, broadcast_buffers=False)  # noqa: E731
-        return TorchTrainer(net, t, world, m["freeze_bn"], device=self.device, ddp=ddp)
+        return TorchTrainer(net, t, world, m["freeze_bn"], device=self.device, ddp=ddp,
+                            pitfalls=pitfalls)
 
     def batches(self, source, threads: int):
         return batches(source, source.batch, threads, drop_remainder=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+from . import training
+
 
 def _forward_table(c: dict, md: bool) -> list:
     head = ["end point", "max abs", "max rel", "mean abs", "cosine", "within tol", "ok"]
@@ -25,6 +27,8 @@ def _forward_table(c: dict, md: bool) -> list:
 
 
 def text(report: dict, md: bool = False) -> str:
+    if report["kind"] == "training":
+        return training.text(report, md)
     h = "### " if md else ""
     out = []
     if report["kind"] == "forward":
@@ -71,6 +75,8 @@ def write_plot(reports: list, path: str):
     """Max abs error by end point of the forward report, one line per comparison, tolerance
     dashed."""
     report = reports[0]
+    if report["kind"] == "training":
+        return training.plot(report, path)
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
