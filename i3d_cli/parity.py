@@ -68,8 +68,8 @@ def _training(args) -> int:
                                      (report.write_plot, args.plot)) if path}
     with atomic_outputs(list(files.values()), args.force) as temps:
         bar = Bar("training parity", min(args.steps or 20, cfg["train"]["steps"]), "steps")
-        result = training.training(cfg, args.steps or 20, args.tolerance or 1e-9,
-                                   tuple(args.pitfall), lambda done, total: bar(done))
+        result = training.training(cfg, args.steps or 20, args.tolerance, tuple(args.pitfall),
+                                   lambda done, total: bar(done), args.precision)
         bar.close()
         print(report.text(result))
         for write, tmp in zip(files, temps):
@@ -106,7 +106,7 @@ def register(sub, sample: str):
     q.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="also compare torch under this autocast dtype against float32")
     q.add_argument("--tolerance", type=positive_float, default=None,
-                   help="max abs (default 1e-4)")
+                   help="max abs (default 1e-4); with --training, max relative distance")
     q.add_argument("--frameworks", nargs="+", default=["torch", "mindspore", "jax"],
                    choices=("torch", "mindspore", "jax"))
     q.add_argument("--exports", nargs="+", default=[], metavar="FILE",
@@ -118,6 +118,10 @@ def register(sub, sample: str):
     q.add_argument("--training", metavar="CONFIG",
                    help="compare the two frameworks' training loops on this config's recipe "
                         "and data, step by step, in float64 (instead of the forward report)")
+    q.add_argument("--precision", choices=("fp64", "fp32", "fp16"), default="fp64",
+                   help="with --training: both loops in this precision (fp64: the exact "
+                        "comparison, tolerance 1e-9; fp32, fp16: distances recorded, gated "
+                        "only by --tolerance)")
     q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="with --training: override a config setting (repeatable)")
     q.add_argument("--pitfall", action="append", default=[], metavar="NAME",
