@@ -7,6 +7,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from convert import architecture as arch
+from convert.errors import I3DError
 from recipe.config import variant
 
 from . import kernels
@@ -67,6 +68,9 @@ def build_net(m: dict, num_classes: int, precision: str = "fp32"):
     """I3D with a `num_classes` head, as the config's `model` section describes it, for
     training in `precision` (fp16: the convolution kernel of mixed precision, see
     `kernels.choose`; fp64: the network in float64, for exact parity and hand-off runs)."""
+    if precision not in PRECISIONS:
+        raise I3DError(f"train.precision {precision}: the MindSpore loop runs "
+                       f"{', '.join(PRECISIONS)} (bf16 is the torch loop's)")
     dtype = PRECISIONS[precision]
     conv = kernels.choose(m["conv"], "float16" if precision == "fp16" else dtype)
     if m["final_endpoint"] == "Logits":

@@ -5,7 +5,8 @@ SGD would decay BatchNorm's beta too), momentum as MindSpore's (v = m v + g; w -
 clipping by global norm with MindSpore's factor (no epsilon), uint8 clips scaled and mirrored
 as `i3d_ms.network.to_input` does, frozen BatchNorm in eval mode, and mixed precision as
 MindSpore's: fp16 convolutions and matmuls (autocast), float32 master weights, a dynamic loss
-scale with MindSpore's rule and starting value (`recipe.schedule.adjust_loss_scale`; torch's
+scale with MindSpore's rule and starting value (bf16, torch's alone, as the bench runs on GPUs:
+no scale needed) (`recipe.schedule.adjust_loss_scale`; torch's
 GradScaler starts at 2^16 and grows every 2000 steps). `state`/`restore` speak the training
 checkpoint's layout (`recipe.checkpoints`), so either loop resumes the other's.
 """
@@ -24,7 +25,10 @@ from recipe.schedule import adjust_loss_scale, clip_scale, decayed, learning_rat
 from .model import BatchNorm
 from .network import _PROBE, mindspore_names
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float32, "fp64": torch.float64}
+# train.precision -> (the parameters' dtype, autocast's or None)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float32, "bf16": torch.float32,
+          "fp64": torch.float64}
+AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def to_input(clips, flip=None, dtype=torch.float32, device="cpu"):
@@ -102,9 +106,10 @@ class TorchTrainer:
         return self.scale
 
     def _autocast(self):
-        if self.t["precision"] != "fp16":
+        dtype = AUTOCAST.get(self.t["precision"])
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.float16)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def step(self, x, y, flip=None) -> tuple:
         """One step on uint8 clips x (B, T, H, W, 3) at `schedule[global_step]`:

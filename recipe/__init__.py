@@ -1,3 +1,4 @@
-"""The training recipe as pure functions, shared by the MindSpore and the PyTorch loops (numpy
-only): the learning-rate rule and schedule, which parameters take weight decay, gradient
-clipping by global norm as MindSpore computes it."""
+"""The training recipe and its loop, framework-free (numpy, the video decoder): the one loop
+(`loop`) with a backend per framework (`i3d_ms.train`, `i3d_torch.train`), and what both
+share: config, sources and samples, schedule and initial values, checkpoints, metrics, the
+progress line and plot."""

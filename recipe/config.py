@@ -89,7 +89,7 @@ SETTINGS = {  # section.key: the check of its value (None when good, else what i
     "model.variant": _text(none=False), "model.freeze_bn": _flag,
     "model.conv": _one_of("auto", "native", "matmul"),
     "train.device": _one_of("CPU", "GPU", "Ascend"), "train.mode": _one_of("graph", "pynative"),
-    "train.precision": _one_of("fp32", "fp16", "fp64"), "train.loss_scale": _one_of("dynamic", "none"),
+    "train.precision": _one_of("fp32", "fp16", "bf16", "fp64"), "train.loss_scale": _one_of("dynamic", "none"),
     "train.loss_scale_init": _num(0, low_open=True), "train.loss_scale_window": _int(1),
     "train.steps": _int(1), "train.batch_size": _int(1), "train.lr": _num(0),
     "train.lr_batch": _int(1, none=True), "train.momentum": _num(0, 1),

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -268,3 +267,17 @@ def test_each_porting_pitfall_is_caught_and_named(motion, pitfall, step, named):
     first = report["first_parting"]
     assert not report["ok"] and first["step"] == step, first
     assert named in first["what"], first
+
+
+def test_bf16_is_the_torch_loops_alone(train_list, tmp_path, capsys):
+    """bf16 autocast (the GPU bench's precision) trains in the torch loop; the MindSpore loop
+    refuses it in one line before it writes anything."""
+    args = ["--config", SMOKE, "data.root=null", f"data.train={train_list}",
+            "train.precision=bf16", "train.steps=3", "train.checkpoint_every=0"]
+    assert i3d("train", "--framework", "torch", *args, f"train.out={tmp_path / 'torch'}") == 0
+    assert all(np.isfinite(v) for v in losses(tmp_path / "torch").values())
+    capsys.readouterr()
+    assert i3d("train", *args, f"train.out={tmp_path / 'mindspore'}") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bf16 is the torch loop's" in err, err
+    assert not (tmp_path / "mindspore").exists()

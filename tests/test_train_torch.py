@@ -28,7 +28,7 @@ def _recipe() -> dict:
 def _batches():
     rng = np.random.RandomState(0)
     for _ in range(STEPS):
-        yield (rng.randint(0, 256, (2, 8, 112, 112, 3)).astype(np.uint8),
+        yield (rng.randint(0, 256, (2, 8, 64, 64, 3)).astype(np.uint8),
                rng.randint(0, 400, 2).astype(np.int32), np.array([False, True]))
 
 
@@ -66,7 +66,7 @@ def test_the_torch_recipe_step_is_mindsporess_step_for_step(weights, mindspore_r
     assert losses == pytest.approx(ms_losses, rel=1e-4)
     assert set(state) == set(ms_state)
     worst = max(_rel(state[k], ms_state[k]) for k in state)
-    assert worst < 1e-3, worst  # float32 over 4 steps of lr 0.05 (measured: see the note)
+    assert worst < 1e-3, worst  # float32 over 4 steps of lr 0.05 (measured 3.3e-4)
 
 
 def test_decaying_every_parameter_is_caught(weights, mindspore_run):
