@@ -9,15 +9,25 @@ from .args import non_negative, positive
 from .weights import add_variant_option
 
 
+def _backend(framework: str):
+    """The framework's backend of the loop and the evaluation (MindSpore imported before
+    anything decodes)."""
+    if framework == "torch":
+        from i3d_torch.train import TorchBackend
+
+        return TorchBackend()
+    from i3d_ms.train import MindSporeBackend
+
+    return MindSporeBackend()
+
+
 def cmd_train(args) -> int:
-    if args.framework == "torch":
-        from i3d_torch.train import train
-    else:
-        from i3d_ms.train import train  # MindSpore before anything decodes
+    backend = _backend(args.framework)
     from recipe.config import load_config
+    from recipe.loop import train
 
     cfg = _with_variant(load_config(args.config, args.overrides), args.variant)
-    summary, _ = train(cfg, resume=args.resume, pretrained=args.pretrained)
+    summary, _ = train(cfg, backend, resume=args.resume, pretrained=args.pretrained)
     if summary["rank"] == 0:
         bad = summary["skipped"]
         print(f"trained steps {summary['start']}..{summary['steps']} with {args.framework} on "
@@ -29,8 +39,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    backend = _backend(args.framework)
     from recipe.config import load_config
-    from i3d_ms.evaluate import evaluate
+    from recipe.evaluation import evaluate
 
     overrides = list(args.overrides)
     if args.data:
@@ -38,7 +49,7 @@ def cmd_eval(args) -> int:
     if args.device:
         overrides.append(f"train.device={args.device}")
     cfg = _with_variant(load_config(args.config, overrides), args.variant)
-    m = evaluate(cfg, args.checkpoint, args.protocol, args.csv, args.force)
+    m = evaluate(cfg, args.checkpoint, backend, args.protocol, args.csv, args.force)
     if args.json:
         print(json.dumps(m))
         return 0
@@ -109,6 +120,8 @@ def register(subparsers):
                         "DeepMind's whole video (up to eval.max_frames); default: the config's")
     q.add_argument("--data", help="Kinetics root or val list file (overrides the config)")
     q.add_argument("--device", choices=("CPU", "GPU"))
+    q.add_argument("--framework", choices=("mindspore", "torch"), default="mindspore",
+                   help="the twin that scores the clips (a checkpoint of either loop)")
     add_variant_option(q, "model.variant: the network's and the checkpoint's variant")
     q.add_argument("--csv", help="write per-video predictions here (checked before the run)")
     q.add_argument("--force", action="store_true", help="overwrite an existing --csv file")

@@ -1,5 +1,5 @@
-"""Evaluation of the MindSpore twin on a split: every clip through the network, then the
-metrics of `recipe.metrics` and a CSV of per-video predictions.
+"""The MindSpore twin's clip logits on a split (`i3d eval` is `recipe.evaluation`'s, with this
+as its backend; the training loop evaluates with `evaluate_net`).
 
 Sharded: with many ranks (msrun) each takes every world-th video and the clip logits are
 gathered, so every rank works and every rank ends with the whole split's metrics. Memory is
@@ -9,27 +9,18 @@ every batch has the compiled shape (the last one is padded), so the network comp
 """
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 
 import mindspore as ms
 import numpy as np
 
-from convert.architecture import NUM_CLASSES
 from convert.errors import I3DError
-from convert.fileio import atomic_output, check_destination
-from convert.labels import labels
-
-from recipe.metrics import split_metrics, video_scores
+from recipe.metrics import split_metrics
 from recipe.samples import EvalSource, workers
-from recipe.sources import check_labels, num_classes, source_name, split_videos
+from recipe.sources import split_videos
 
-from .checkpoint import load_for_eval
-from .model import set_mode
 from .network import to_input
 from .pipeline import eval_dataset
-from .trainer import distributed
 
 
 def _infer(net):
@@ -103,46 +94,10 @@ def _gather(arrays: tuple, world: int, split: bool = False) -> tuple:
     return tuple(out)
 
 
-def evaluate_net(net, cfg: dict, classes: int, protocol: str = "centre", csv_path=None,
-                 names=None, rank: int = 0, world: int = 1) -> dict:
-    logits, labels_, ids, videos, bad = predict_videos(net, cfg, protocol, rank=rank, world=world)
+def evaluate_net(net, cfg: dict, classes: int, protocol: str = "centre", rank: int = 0,
+                 world: int = 1) -> dict:
+    """The split's metrics (`recipe.metrics`) of `net`, as the training loop evaluates."""
+    logits, labels_, ids, _, bad = predict_videos(net, cfg, protocol, rank=rank, world=world)
     out = split_metrics(logits, labels_, ids, classes)
     out["skipped"] = bad
-    if csv_path and rank == 0:
-        write_csv(csv_path, logits, ids, videos, names)
     return out
-
-
-def write_csv(path: str, logits, ids, videos, names=None):
-    """One row per video: path, label, predicted class, its probability, top-5."""
-    vids, scores = video_scores(logits, ids)
-    name = (lambda c: names[c]) if names else str
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video", "label", "prediction", "probability", "top5"])
-        for i, s in zip(vids, scores):
-            top = np.argsort(-s)[:5]
-            v = videos[i]
-            w.writerow([v.path, name(v.label) if v.label >= 0 else "", name(int(top[0])),
-                        f"{s[top[0]]:.6f}", ";".join(name(int(c)) for c in top)])
-
-
-def evaluate(cfg: dict, checkpoint: str, protocol: str | None = None, csv_path=None,
-             force: bool = False) -> dict:
-    """`i3d eval`: on one device, or sharded over msrun's workers (rank 0 writes the CSV: an
-    existing one only with `force`, checked before the run, written whole or not at all)."""
-    t = cfg["train"]
-    videos, names = split_videos(cfg["data"], "val")
-    classes = num_classes(cfg["model"]["num_classes"], videos, names)
-    check_labels(videos, classes, source_name(cfg["data"], "val"))
-    if names is None and classes == NUM_CLASSES:  # a list file scored by a Kinetics head
-        names = labels()
-    if csv_path:  # on every rank, before the ranks join: all refuse alike, none waits
-        check_destination(csv_path, force)
-    set_mode(t["mode"], t["device"])
-    rank, world = distributed()
-    writing = csv_path and rank == 0
-    with atomic_output(csv_path, force) if writing else contextlib.nullcontext() as tmp:
-        net = load_for_eval(cfg["model"], checkpoint, classes)
-        return evaluate_net(net, cfg, classes, protocol or cfg["eval"]["protocol"], tmp, names,
-                            rank, world)

@@ -1,4 +1,5 @@
-"""`i3d train` on MindSpore: the loop's backend (`recipe.loop`), one device or many (msrun).
+"""`i3d train` and `i3d eval` on MindSpore: the backend of `recipe.loop` and
+`recipe.evaluation`, one device or many (msrun).
 
 Every rank starts from the same weights, the torch loop's too (`recipe.init`), and draws its
 own dropout masks (`rank_seed`)."""
@@ -11,7 +12,7 @@ from recipe import loop
 from recipe.init import initial
 
 from . import checkpoint
-from .evaluate import evaluate_net
+from .evaluate import evaluate_net, predict_videos
 from .model import set_mode
 from .network import build_net
 from .pipeline import train_dataset
@@ -56,6 +57,13 @@ class MindSporeBackend(loop.Backend):
 
     def evaluate(self, trainer, cfg, classes, protocol, rank, world) -> dict:
         return evaluate_net(trainer.net, cfg, classes, protocol, rank=rank, world=world)
+
+    def load(self, cfg: dict, checkpoint_: str, classes: int):
+        """`i3d eval`'s network: the configured one with `checkpoint_`'s weights."""
+        return checkpoint.load_for_eval(cfg["model"], checkpoint_, classes)
+
+    def predict(self, net, cfg, protocol, rank, world) -> tuple:
+        return predict_videos(net, cfg, protocol, rank=rank, world=world)
 
 
 def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tuple:

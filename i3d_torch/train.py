@@ -1,5 +1,6 @@
-"""`i3d train --framework torch`: the loop's backend (`recipe.loop`) for the torch twin, on the
-CPU or a CUDA GPU, one process or many (torchrun: DDP, NCCL on GPUs, gloo on CPUs).
+"""`i3d train` and `i3d eval` with `--framework torch`: the torch twin's backend of `recipe.loop`
+and `recipe.evaluation`, on the CPU or a CUDA GPU, one process or many (torchrun: DDP, NCCL on
+GPUs, gloo on CPUs).
 
 Every rank starts from the same weights, the MindSpore loop's too (`recipe.init`), and draws
 its own dropout masks (`rank_seed`). Batches come from `recipe.samples.batches`' decoding
@@ -7,13 +8,17 @@ threads. BatchNorm statistics stay each rank's own (as MindSpore's data parallel
 rank 0's are checkpointed."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import torch
 
 from convert.architecture import NUM_CLASSES
-from convert.checkpoints import read_weights
+from convert.checkpoints import check_recorded, read_weights, resolve
+from convert.errors import I3DError
+from convert.formats import READERS, detect
+from recipe.checkpoints import missing
 from recipe import loop
 from recipe.init import initial
 from recipe.config import variant
@@ -22,7 +27,7 @@ from recipe.samples import EvalSource, batches, workers
 from recipe.sources import split_videos
 
 from .network import build_net, load_trunk, mindspore_names
-from .trainer import DTYPES, TorchTrainer, check_device, to_input
+from .trainer import AUTOCAST, DTYPES, TorchTrainer, check_device, to_input
 
 
 class TorchBackend(loop.Backend):
@@ -67,24 +72,62 @@ class TorchBackend(loop.Backend):
 
     def evaluate(self, trainer, cfg, classes, protocol, rank, world) -> dict:
         """Every rank its share of the validation videos, gathered; metrics on every rank."""
+        logits, labels, ids, _, bad = self.predict(trainer.net, cfg, protocol, rank, world)
+        out = split_metrics(logits, labels, ids, classes)
+        out["skipped"] = bad
+        return out
+
+    def load(self, cfg: dict, checkpoint: str, classes: int):
+        """`i3d eval`'s network: the configured one with `checkpoint`'s weights, a training
+        checkpoint of either loop (every tensor of the network) or any weight file `i3d
+        convert` reads, its classifier included ('default': DeepMind's Kinetics-400)."""
+        m, t = cfg["model"], cfg["train"]
+        net = build_net(m, classes, variant(m)).to(DTYPES[t["precision"]])
+        path = resolve(checkpoint)
+        if detect(path) == "mindspore":
+            flat, meta = READERS["mindspore"](path)
+            if "global_step" in flat:  # a training checkpoint: the loops' layout
+                check_recorded(meta, net.variant, checkpoint)
+                names = mindspore_names(net)
+                missing(flat, names.values(), checkpoint)
+                own = net.state_dict()
+                with torch.no_grad():
+                    for k, name in names.items():
+                        if tuple(flat[name].shape) != tuple(own[k].shape):
+                            raise I3DError(f"{checkpoint}: {name} has shape "
+                                           f"{tuple(flat[name].shape)}, the configured network "
+                                           f"{tuple(own[k].shape)}")
+                        own[k].copy_(torch.from_numpy(np.asarray(flat[name])))
+                return net.to(self.device)
+        weights, _ = read_weights(checkpoint, net.variant)
+        load_trunk(net, weights, True, checkpoint)
+        return net.to(self.device)
+
+    def predict(self, net, cfg, protocol, rank, world) -> tuple:
+        """(clip logits, clip labels, video ids, videos, skipped {path: reason}) of the
+        validation split, this rank's share run and every rank's gathered."""
         d, e = cfg["data"], cfg["eval"]
         videos, _ = split_videos(d, "val")
         source = EvalSource(videos, d, protocol, rank, world, uint8=True,
                             max_frames=e["max_frames"])
-        net = trainer.net.eval()
+        param = next(net.parameters())
+        autocast = AUTOCAST.get(cfg["train"]["precision"])
+        net.eval()
         logits, labels, ids = [], [], []
-        with torch.no_grad(), trainer._autocast():
+        with torch.no_grad(), (torch.autocast(param.device.type, dtype=autocast) if autocast
+                               else contextlib.nullcontext()):
             for clips, label, index, valid in batches(source, source.rows_per_batch(
                     int(e["batch_clips"])), workers(d["workers"], world)):
                 keep = valid.astype(bool)  # bad videos came as zeros
                 if not keep.any():
                     continue
                 clips = clips[keep]
-                out = net(to_input(clips.reshape(-1, *clips.shape[2:]), None, trainer.dtype,
-                                   trainer.device)).float().cpu().numpy()
-                logits.append(out)
+                out = net(to_input(clips.reshape(-1, *clips.shape[2:]), None, param.dtype,
+                                   param.device))
+                logits.append(out.float().cpu().numpy())
                 labels.append(np.repeat(label[keep], source.k))
                 ids.append(np.repeat(index[keep], source.k))
+        classes = net.num_classes
         local = (np.concatenate(logits) if logits else np.zeros((0, classes), np.float32),
                  np.concatenate(labels) if labels else np.zeros(0, np.int32),
                  np.concatenate(ids) if ids else np.zeros(0, np.int32), dict(source.bad))
@@ -92,11 +135,11 @@ class TorchBackend(loop.Backend):
         if world > 1:
             parts = [None] * world
             torch.distributed.all_gather_object(parts, local)
-        out = split_metrics(np.concatenate([p[0] for p in parts]),
-                            np.concatenate([p[1] for p in parts]),
-                            np.concatenate([p[2] for p in parts]), classes)
-        out["skipped"] = {k: v for p in parts for k, v in p[3].items()}
-        return out
+        if not sum(len(p[2]) for p in parts):
+            raise I3DError("no video of the evaluation set could be read")
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]), videos,
+                {k: v for p in parts for k, v in p[3].items()})
 
 
 def distributed(device: str) -> tuple:

@@ -36,12 +36,15 @@ def test_video_level_averages_clip_softmax():
 
 
 @pytest.mark.slow
-def test_default_weights_on_cricket_clip(tmp_path):
-    """The whole eval path (list file, dataset, network, CSV) on DeepMind's sample clip."""
+@pytest.mark.parametrize("framework", ["mindspore", "torch"])
+def test_default_weights_on_cricket_clip(tmp_path, framework):
+    """The whole eval path (list file, samples, network, CSV) on DeepMind's sample clip, with
+    either twin scoring."""
     from convert.labels import labels
-    from recipe.config import load_config
-    from i3d_ms.evaluate import evaluate
+    from i3d_cli.training import _backend
     from i3d_video import SAMPLE
+    from recipe.config import load_config
+    from recipe.evaluation import evaluate
 
     names = labels()
     cricket = names.index("playing cricket")
@@ -51,7 +54,7 @@ def test_default_weights_on_cricket_clip(tmp_path):
                              "model.num_classes=400", "model.dropout_keep_prob=1.0",
                              "train.mode=pynative"])
     out = tmp_path / "pred.csv"
-    m = evaluate(cfg, "default", "centre", str(out))
+    m = evaluate(cfg, "default", _backend(framework), "centre", str(out))
     assert m["video_top1"] == 1.0 and m["clip_top1"] == 1.0 and m["videos"] == 1
     assert list(m["skipped"]) == [str(tmp_path / "gone.mp4")]   # missing: skipped, reported
     rows = list(csv.DictReader(open(out)))

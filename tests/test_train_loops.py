@@ -48,7 +48,7 @@ def worst(a: dict, b: dict) -> tuple:
                for k in a)
 
 
-def test_the_torch_loop_learns_motion_and_mindspore_evaluates_its_checkpoint(motion, tmp_path,
+def test_the_torch_loop_learns_motion_and_both_frameworks_score_its_checkpoint_alike(motion, tmp_path,
                                                                              capsys):
     out = tmp_path / "run"
     assert i3d("train", "--framework", "torch", "--config", SMOKE, f"data.root={motion}",
@@ -62,11 +62,17 @@ def test_the_torch_loop_learns_motion_and_mindspore_evaluates_its_checkpoint(mot
     assert sorted(os.listdir(out / "checkpoints")) == ["step_00000050.ckpt", "step_00000060.ckpt"]
     assert json.loads((out / "summary.json").read_text())["framework"] == "torch"
 
-    capsys.readouterr()  # the torch run's checkpoint, scored by the MindSpore evaluator
-    assert i3d("eval", "--config", SMOKE, f"data.root={motion}", "--checkpoint",
-               out / "checkpoints" / "step_00000060.ckpt", "--json") == 0
-    m = json.loads(capsys.readouterr().out)
-    assert m["videos"] == 32 and m["video_top1"] == pytest.approx(final["val_top1"])
+    # the torch run's checkpoint, scored by each framework's evaluator: the same predictions
+    for framework in ("mindspore", "torch"):
+        capsys.readouterr()
+        assert i3d("eval", "--framework", framework, "--config", SMOKE, f"data.root={motion}",
+                   "--checkpoint", out / "checkpoints" / "step_00000060.ckpt", "--json",
+                   "--csv", tmp_path / f"{framework}.csv") == 0
+        m = json.loads(capsys.readouterr().out)
+        assert m["videos"] == 32 and m["video_top1"] == pytest.approx(final["val_top1"])
+    predicted = [[row.split(",")[2] for row in (tmp_path / f"{f}.csv").read_text().splitlines()]
+                 for f in ("mindspore", "torch")]
+    assert predicted[0] == predicted[1] and len(predicted[0]) == 33
 
 
 FP64 = ["train.steps=12", "train.checkpoint_every=6", "train.keep_checkpoints=5",
