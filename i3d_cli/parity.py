@@ -127,7 +127,7 @@ def register(sub, sample: str):
     q.add_argument("--pitfall", action="append", default=[], metavar="NAME",
                    help="with --training: reintroduce a porting mistake on the torch side "
                         "(decay_all, bn_momentum, epoch_schedule, clip_epsilon, "
-                        "loss_scale_init) to see the report catch it")
+                        "loss_scale_init, dropout_keep_prob) to see the report catch it")
     q.add_argument("--backward-frames", type=positive, default=16)
     q.add_argument("--backward-size", type=positive, default=112)
     q.add_argument("--json", metavar="FILE")

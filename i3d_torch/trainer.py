@@ -53,6 +53,8 @@ PITFALLS = {
                     "clip / max(norm, clip)",
     "loss_scale_init": "GradScaler's loss scale (2^16, doubled every 2000 steps) instead of "
                        "the config's (MindSpore's DynamicLossScaler)",
+    "dropout_keep_prob": "model.dropout_keep_prob given to torch's Dropout (whose p is the "
+                         "probability of dropping)",
 }
 
 
@@ -72,6 +74,10 @@ class TorchTrainer:
         self.frozen = [m for m in net.modules() if isinstance(m, BatchNorm)] if freeze_bn else []
         self.pitfalls, self.grad_norm = dict(pitfalls or {}), float("nan")
         decay_all = "decay_all" in self.pitfalls
+        if "dropout_keep_prob" in self.pitfalls:
+            for m in net.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = 1 - m.p
         if "bn_momentum" in self.pitfalls:
             for m in net.modules():
                 if isinstance(m, (BatchNorm, torch.nn.BatchNorm1d)):

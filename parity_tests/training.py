@@ -2,7 +2,8 @@
 from the same weights on the CPU, compared after every step; the report names the first step
 and the first quantity (loss, learning rate, loss scale, gradient norm) or tensor (parameter,
 BatchNorm statistic, momentum buffer, in the training checkpoint's names) where they part
-beyond the tolerance. Dropout is off (the frameworks draw different masks). float64 is the
+beyond the tolerance. Dropout is off in the steps (the frameworks draw different masks): its
+probability is compared as the networks were built, before the first step. float64 is the
 exact comparison; float32 and mixed precision (fp16) record how far the frameworks' rounding
 carries them apart."""
 from __future__ import annotations
@@ -37,6 +38,29 @@ def _distances(a: dict, b: dict) -> dict:
     return out
 
 
+def _dropout(net, framework: str) -> float:
+    """The drop probability of the network's dropout (0 without one); then dropout is turned
+    off for the steps."""
+    if framework == "torch":
+        import torch
+
+        found = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+        p = found[0].p if found else 0.0
+        for m in found:
+            m.p = 0.0  # F.dropout with p=0: every element kept, scaled by 1
+        return float(p)
+    from mindspore import nn
+
+    for name, cell in net.cells_and_names():
+        if isinstance(cell, nn.Dropout):
+            parent = net
+            for part in name.split(".")[:-1]:
+                parent = getattr(parent, part)
+            setattr(parent, name.split(".")[-1], nn.Identity())
+            return float(cell.p)
+    return 0.0
+
+
 def training(cfg: dict, steps: int | None = None, tolerance: float | None = None,
              pitfalls: tuple = (), progress=None, precision: str = "fp64") -> dict:
     """Runs both loops' steps (`recipe.loop`'s backends) for `steps` (default: the config's)
@@ -56,7 +80,6 @@ def training(cfg: dict, steps: int | None = None, tolerance: float | None = None
     t, d, m = cfg["train"], cfg["data"], cfg["model"]
     t.update(precision=precision, mode="pynative", device="CPU")
     tolerance = tolerance or TOLERANCE[precision]
-    m["dropout_keep_prob"] = 1.0
     steps = min(steps or t["steps"], t["steps"])
     videos, names = split_videos(d, "train")
     classes = num_classes(m["num_classes"], videos, names)
@@ -67,10 +90,13 @@ def training(cfg: dict, steps: int | None = None, tolerance: float | None = None
     mindspore = ms_backend.trainer(cfg, classes, None, 1)
     values = {p: source.steps_per_epoch if p == "epoch_schedule" else True for p in pitfalls}
     torch_ = torch_backend.trainer(cfg, classes, None, 1, pitfalls=values)
+    settings = {"dropout p": (_dropout(mindspore.net, "mindspore"), _dropout(torch_.net, "torch"))}
+    first = next(({"step": "setup", "what": k, "distance": _relative(b, a)}
+                  for k, (a, b) in settings.items() if a != b), None)
     start = mindspore.state(0)  # the same weights, whatever the initial values; each loop's
     start.pop("scale_sense", None)  # own initial loss scale (a pitfall's to catch)
     torch_.restore(start)
-    rows, first = [], None
+    rows = []
     for step, (x, y, flip) in enumerate(batches(source, source.batch, workers(d["workers"]),
                                                 drop_remainder=True)):
         if step == steps:
@@ -102,7 +128,7 @@ def training(cfg: dict, steps: int | None = None, tolerance: float | None = None
             progress(step + 1, steps)
     return {"kind": "training", "steps": len(rows), "tolerance": tolerance,
             "pitfalls": {p: PITFALLS[p] for p in pitfalls}, "classes": classes,
-            "precision": precision,
+            "precision": precision, "settings": settings,
             "batch": t["batch_size"], "clip": [d["frames"], d["crop"], d["crop"]],
             "end_point": m["final_endpoint"], "rows": rows, "first_parting": first,
             "ok": first is None}
@@ -111,13 +137,15 @@ def training(cfg: dict, steps: int | None = None, tolerance: float | None = None
 def text(report: dict, md: bool = False) -> str:
     """The report's table: one line per step, the first parting last."""
     h = "### " if md else ""
-    out = [f"{h}Training parity, MindSpore vs torch, {report['precision']}, {report['steps']} steps of batch "
-           f"{report['batch']} at {'x'.join(map(str, report['clip']))} "
+    out = [f"{h}Training parity, MindSpore vs torch, {report['precision']}, {report['steps']} "
+           f"steps of batch {report['batch']} at {'x'.join(map(str, report['clip']))} "
            f"(network to {report['end_point']}), " + (
                f"tolerance {report['tolerance']:g} relative" if report["tolerance"] is not None
                else "distances recorded, no tolerance")]
     for name, why in report["pitfalls"].items():
         out.append(f"pitfall reintroduced on the torch side: {name}: {why}")
+    for name, (a, b) in report["settings"].items():
+        out.append(f"as built: {name} mindspore {a:g}, torch {b:g}")
     head = ["step", "loss (mindspore)", "loss rel", "lr rel", "scale rel", "grad norm rel",
             "worst tensor", "distance"]
     if md:
@@ -135,7 +163,8 @@ def text(report: dict, md: bool = False) -> str:
                    f"{cells[5]:>9}  {cells[6]:<44} {cells[7]}")
     f = report["first_parting"]
     out.append("" if md else "")
-    out.append("first parting: " + (f"step {f['step']}, {f['what']} ({f['distance']:.2e} "
+    where = f if f is None or f["step"] == "setup" else {**f, "step": f"step {f['step']}"}
+    out.append("first parting: " + (f"{where['step']}, {f['what']} ({f['distance']:.2e} "
                                     f"relative)" if f else "none"))
     out.append("PASS" if report["ok"] else "FAIL")
     return "\n".join(out)

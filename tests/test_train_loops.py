@@ -275,6 +275,24 @@ def test_each_porting_pitfall_is_caught_and_named(motion, pitfall, step, named):
     assert named in first["what"], first
 
 
+def test_dropout_given_as_keep_prob_is_caught_as_built(motion):
+    """Dropout draws different masks in the two frameworks, so the steps run without it; the
+    drop probability each network was built with is compared before the first step: torch's
+    Dropout given the keep probability (0.8 for MindSpore's 0.2) is named there."""
+    from parity_tests.training import training
+    from recipe.config import load_config
+
+    cfg = load_config(SMOKE, [f"data.root={motion}", "model.final_endpoint=Logits",
+                              "model.head=global", "model.dropout_keep_prob=0.8",
+                              "train.batch_size=2"])
+    right = training(cfg, 1)
+    assert right["settings"]["dropout p"] == (pytest.approx(0.2), pytest.approx(0.2))
+    assert right["ok"], right["first_parting"]
+    wrong = training(cfg, 1, pitfalls=("dropout_keep_prob",))
+    assert wrong["first_parting"]["step"] == "setup"
+    assert wrong["first_parting"]["what"] == "dropout p"
+
+
 def test_bf16_is_the_torch_loops_alone(train_list, tmp_path, capsys):
     """bf16 autocast (the GPU bench's precision) trains in the torch loop; the MindSpore loop
     refuses it in one line before it writes anything."""
