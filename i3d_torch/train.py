@@ -18,10 +18,10 @@ from convert.architecture import NUM_CLASSES
 from convert.checkpoints import check_recorded, read_weights, resolve
 from convert.errors import I3DError
 from convert.formats import READERS, detect
-from recipe.checkpoints import missing
 from recipe import loop
-from recipe.init import initial
+from recipe.checkpoints import missing
 from recipe.config import variant
+from recipe.init import initial
 from recipe.metrics import split_metrics
 from recipe.samples import EvalSource, batches, workers
 from recipe.sources import split_videos
