@@ -90,3 +90,15 @@ def test_convert_imports_only_numpy():
     foreign = {"torch", "mindspore", "jax", "flax", "PIL", "decord", "yaml", "safetensors",
                "matplotlib", *LEVEL} - {"convert"}
     assert not loaded & foreign, loaded & foreign
+
+
+def test_the_recipe_imports_no_framework():
+    """The training loop and what both loops share run under either framework alone: importing
+    every recipe module loads neither torch nor MindSpore (nor JAX)."""
+    recipe = sorted(m for m in _modules() if m.split(".")[0] == "recipe")
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in recipe) +
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.split())
+    assert "recipe" in loaded and "numpy" in loaded
+    assert not loaded & {"torch", "mindspore", "jax", "i3d_ms", "i3d_torch"}, loaded
