@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import mindspore as ms
 
-from convert.checkpoints import check_recorded, read_weights, resolve
+from convert.checkpoints import read_weights
 from convert.errors import I3DError
-from convert.formats import READERS, detect
+from recipe.checkpoints import HEAD_PREFIXES, check, training_state
 
 from .model import parameters_from
-from .network import HEAD_PREFIXES, build_net
+from .network import build_net
 
 
 def load_pretrained(net, source: str, keep_head: bool) -> dict:
@@ -45,17 +45,17 @@ def load_for_eval(model_cfg: dict, checkpoint: str, num_classes: int):
     """The configured network with `checkpoint`'s weights: a training checkpoint of this tool,
     or anything `i3d convert` reads ('default' = DeepMind's Kinetics-400 weights)."""
     net = build_net(model_cfg, num_classes)
-    path = resolve(checkpoint)
-    if detect(path) == "mindspore":
-        flat, meta = READERS["mindspore"](path)
-        own = {p.name: p for p in net.get_parameters()}
-        if "global_step" in flat:  # ours: every parameter of the configured network
-            check_recorded(meta, net.variant, checkpoint)
-            missing = [k for k in own if k not in flat]
-            if missing:
-                raise I3DError(f"{checkpoint}: does not fit the configured model ({missing[0]}, ...)")
-            for k, p in own.items():
-                p.set_data(ms.Tensor(flat[k]))
-            return net
-    load_pretrained(net, checkpoint, keep_head=True)
+    flat = training_state(checkpoint, net.variant)
+    if flat is None:
+        load_pretrained(net, checkpoint, keep_head=True)
+    else:  # a training checkpoint: every parameter of the configured network
+        set_all(net.get_parameters(), flat, checkpoint)
     return net
+
+
+def set_all(params, flat: dict, source: str):
+    """Every parameter from `flat` (a training checkpoint), each checked first."""
+    own = {p.name: p for p in params}
+    check(flat, {k: p.shape for k, p in own.items()}, source)
+    for k, p in own.items():
+        p.set_data(ms.Tensor(flat[k], p.dtype))

@@ -1,5 +1,5 @@
 """The MindSpore twin's clip logits on a split (`i3d eval` is `recipe.evaluation`'s, with this
-as its backend; the training loop evaluates with `evaluate_net`).
+as its backend, and the training loop's evaluation).
 
 Sharded: with many ranks (msrun) each takes every world-th video and the clip logits are
 gathered, so every rank works and every rank ends with the whole split's metrics. Memory is
@@ -15,7 +15,6 @@ import mindspore as ms
 import numpy as np
 
 from convert.errors import I3DError
-from recipe.metrics import split_metrics
 from recipe.samples import EvalSource, workers
 from recipe.sources import split_videos
 
@@ -92,12 +91,3 @@ def _gather(arrays: tuple, world: int, split: bool = False) -> tuple:
         parts = [every[r, :counts[r]] for r in range(world)]
         out.append(parts if split else np.concatenate(parts))
     return tuple(out)
-
-
-def evaluate_net(net, cfg: dict, classes: int, protocol: str = "centre", rank: int = 0,
-                 world: int = 1) -> dict:
-    """The split's metrics (`recipe.metrics`) of `net`, as the training loop evaluates."""
-    logits, labels_, ids, _, bad = predict_videos(net, cfg, protocol, rank=rank, world=world)
-    out = split_metrics(logits, labels_, ids, classes)
-    out["skipped"] = bad
-    return out

@@ -61,9 +61,6 @@ class Standardise(nn.Cell):
         return centred * ops.rsqrt(var + self.eps)
 
 
-HEAD_PREFIXES = ("Logits.", "fc.", "norm.")  # the classifier's parameters, in either network
-
-
 def build_net(m: dict, num_classes: int, precision: str = "fp32"):
     """I3D with a `num_classes` head, as the config's `model` section describes it, for
     training in `precision` (fp16: the convolution kernel of mixed precision, see

@@ -12,7 +12,7 @@ from recipe import loop
 from recipe.init import initial
 
 from . import checkpoint
-from .evaluate import evaluate_net, predict_videos
+from .evaluate import predict_videos
 from .model import set_mode
 from .network import build_net
 from .pipeline import train_dataset
@@ -54,9 +54,6 @@ class MindSporeBackend(loop.Backend):
             if source.failed is not None:
                 raise source.failed from None
             raise
-
-    def evaluate(self, trainer, cfg, classes, protocol, rank, world) -> dict:
-        return evaluate_net(trainer.net, cfg, classes, protocol, rank=rank, world=world)
 
     def load(self, cfg: dict, checkpoint_: str, classes: int):
         """`i3d eval`'s network: the configured one with `checkpoint_`'s weights."""

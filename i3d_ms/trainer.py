@@ -21,9 +21,9 @@ import numpy as np
 from mindspore import amp, nn, ops
 
 from convert.errors import I3DError
-from recipe import checkpoints
 from recipe.schedule import learning_rate, scaled_lr  # noqa: F401  (shared with torch's)
 
+from .checkpoint import set_all
 from .model import BatchNorm
 from .network import to_input
 
@@ -63,7 +63,7 @@ class Trainer:
         self.reducer = nn.DistributedGradReducer(self.opt.parameters, True, world) if world > 1 else None
         fused = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         scaler, clip = self.scaler, float(t["clip_norm"])
-        clip64_norm = ms.Tensor(clip, ms.float64)
+        clip_value = ms.Tensor(clip, dtype)  # float64 runs: a float64 scalar
 
         def loss_fn(logits, y):
             if dtype != ms.float64:
@@ -90,11 +90,10 @@ class Trainer:
                 grads = scaler.unscale(grads)
                 finite = amp.all_finite(grads)
                 scaler.adjust(finite)
-            norm = global_norm(grads)  # the log's and the parity report's
+            norm = global_norm(grads)  # the log's, the parity report's and the clip's
             if finite:
                 if clip > 0:
-                    grads = clip64(grads, norm, clip64_norm) if dtype == ms.float64 else \
-                        ops.clip_by_global_norm(grads, clip)
+                    grads = clip_by_norm(grads, norm, clip_value)
                 opt(grads)
             else:  # skipped, but the schedule moves on: lr stays a function of the step
                 ops.assign_add(opt.global_step, ops.ones((1,), ms.int32))
@@ -134,11 +133,7 @@ class Trainer:
         return out
 
     def restore(self, flat: dict) -> int:
-        own = {p.name: p for p in self.net.get_parameters()}
-        own.update({p.name: p for p in self.opt.moments})
-        checkpoints.missing(flat, own)
-        for k, p in own.items():
-            p.set_data(ms.Tensor(flat[k]))
+        set_all([*self.net.get_parameters(), *self.opt.moments], flat, "checkpoint")
         self.opt.global_step.set_data(ms.Tensor(flat["global_step"].astype(np.int32)))
         if self.scaler is not None and "scale_sense" in flat:
             self.scaler.scale_value.set_data(ms.Tensor(flat["scale_sense"][0], ms.float32))
@@ -181,9 +176,10 @@ def global_norm(grads):
     return ops.sqrt(ops.addn([(g * g).sum() for g in grads]))
 
 
-def clip64(grads, norm, clip):
-    """`clip_by_global_norm` in float64 (MindSpore's computes the norm of float64 gradients at
-    float32's precision: every gradient 1e-8 off): g * clip / max(norm, clip)."""
+def clip_by_norm(grads, norm, clip):
+    """`ops.clip_by_global_norm`'s rule, g * clip / max(norm, clip), on the norm the step has
+    computed anyway (MindSpore's own computes the norm of float64 gradients at float32's
+    precision: every gradient 1e-8 off)."""
     factor = clip / ops.maximum(norm, clip)
     return tuple(g * factor for g in grads)
 

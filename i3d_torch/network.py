@@ -3,15 +3,16 @@ end point with a pooled linear probe, as `i3d_ms.network` builds them; and the n
 tensors have in a training checkpoint (the MindSpore twin's, `recipe.checkpoints`)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from convert import architecture as arch
 from convert import names
+from recipe.checkpoints import HEAD_PREFIXES, check
 
 from .model import InceptionI3d
 
-HEAD_PREFIXES = ("Logits.", "fc.", "norm.")  # the classifier's tensors, in either network
 # the probe's tensors: torch name -> MindSpore name
 _PROBE = {"norm.running_mean": "norm.moving_mean", "norm.running_var": "norm.moving_variance",
           "fc.weight": "fc.weight", "fc.bias": "fc.bias"}
@@ -51,6 +52,17 @@ def mindspore_names(net: InceptionI3d) -> dict:
            if k in own}
     out.update({k: v for k, v in _PROBE.items() if k in own})
     return out
+
+
+def load_state(net: InceptionI3d, flat: dict, source: str = "checkpoint") -> dict:
+    """Every tensor of `net` from a training checkpoint (`recipe.checkpoints`' names), each
+    checked first; returns the names used, {torch key: checkpoint name}."""
+    own, names_ = net.state_dict(), mindspore_names(net)
+    check(flat, {name: own[k].shape for k, name in names_.items()}, source)
+    with torch.no_grad():
+        for k, name in names_.items():
+            own[k].copy_(torch.from_numpy(np.asarray(flat[name])))
+    return names_
 
 
 def load_trunk(net: InceptionI3d, weights: dict, keep_head: bool, source: str):

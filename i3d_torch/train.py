@@ -15,18 +15,16 @@ import numpy as np
 import torch
 
 from convert.architecture import NUM_CLASSES
-from convert.checkpoints import check_recorded, read_weights, resolve
+from convert.checkpoints import read_weights
 from convert.errors import I3DError
-from convert.formats import READERS, detect
 from recipe import loop
-from recipe.checkpoints import missing
+from recipe.checkpoints import training_state
 from recipe.config import variant
 from recipe.init import initial
-from recipe.metrics import split_metrics
 from recipe.samples import EvalSource, batches, workers
 from recipe.sources import split_videos
 
-from .network import build_net, load_trunk, mindspore_names
+from .network import build_net, load_state, load_trunk, mindspore_names
 from .trainer import AUTOCAST, DTYPES, TorchTrainer, check_device, to_input
 
 
@@ -70,37 +68,17 @@ class TorchBackend(loop.Backend):
     def batches(self, source, threads: int):
         return batches(source, source.batch, threads, drop_remainder=True)
 
-    def evaluate(self, trainer, cfg, classes, protocol, rank, world) -> dict:
-        """Every rank its share of the validation videos, gathered; metrics on every rank."""
-        logits, labels, ids, _, bad = self.predict(trainer.net, cfg, protocol, rank, world)
-        out = split_metrics(logits, labels, ids, classes)
-        out["skipped"] = bad
-        return out
-
     def load(self, cfg: dict, checkpoint: str, classes: int):
         """`i3d eval`'s network: the configured one with `checkpoint`'s weights, a training
         checkpoint of either loop (every tensor of the network) or any weight file `i3d
         convert` reads, its classifier included ('default': DeepMind's Kinetics-400)."""
         m, t = cfg["model"], cfg["train"]
         net = build_net(m, classes, variant(m)).to(DTYPES[t["precision"]])
-        path = resolve(checkpoint)
-        if detect(path) == "mindspore":
-            flat, meta = READERS["mindspore"](path)
-            if "global_step" in flat:  # a training checkpoint: the loops' layout
-                check_recorded(meta, net.variant, checkpoint)
-                names = mindspore_names(net)
-                missing(flat, names.values(), checkpoint)
-                own = net.state_dict()
-                with torch.no_grad():
-                    for k, name in names.items():
-                        if tuple(flat[name].shape) != tuple(own[k].shape):
-                            raise I3DError(f"{checkpoint}: {name} has shape "
-                                           f"{tuple(flat[name].shape)}, the configured network "
-                                           f"{tuple(own[k].shape)}")
-                        own[k].copy_(torch.from_numpy(np.asarray(flat[name])))
-                return net.to(self.device)
-        weights, _ = read_weights(checkpoint, net.variant)
-        load_trunk(net, weights, True, checkpoint)
+        flat = training_state(checkpoint, net.variant)
+        if flat is None:
+            load_trunk(net, read_weights(checkpoint, net.variant)[0], True, checkpoint)
+        else:  # a training checkpoint of either loop: every tensor of the configured network
+            load_state(net, flat, checkpoint)
         return net.to(self.device)
 
     def predict(self, net, cfg, protocol, rank, world) -> tuple:
@@ -154,8 +132,3 @@ def distributed(device: str) -> tuple:
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return dist.get_rank(), dist.get_world_size()
-
-
-def train(cfg: dict, resume: bool = False, pretrained: str | None = None) -> tuple:
-    """`recipe.loop.train` on torch: (summary, trainer)."""
-    return loop.train(cfg, TorchBackend(), resume, pretrained)

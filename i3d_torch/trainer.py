@@ -23,7 +23,7 @@ from recipe import checkpoints
 from recipe.schedule import adjust_loss_scale, clip_scale, decayed, learning_rate, scaled_lr
 
 from .model import BatchNorm
-from .network import _PROBE, mindspore_names
+from .network import _PROBE, load_state, mindspore_names
 
 # train.precision -> (the parameters' dtype, autocast's or None)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float32, "bf16": torch.float32,
@@ -140,7 +140,8 @@ class TorchTrainer:
             finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
             self.scale, self.counter = adjust_loss_scale(self.scale, self.counter, finite, 2,
                                                          self.window)
-        self.grad_norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+        self.grad_norm = float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads])))
         if finite:
             clip = float(self.t["clip_norm"])
             if clip > 0:
@@ -174,12 +175,8 @@ class TorchTrainer:
     def restore(self, flat: dict) -> int:
         """A training checkpoint of either loop into this one; returns its step."""
         params = dict(self.net.named_parameters())
-        checkpoints.missing(flat, [self.names[k] for k in self.names]
-                            + ["moments." + self.names[k] for k in params])
-        own = self.net.state_dict()
-        with torch.no_grad():
-            for k, name in self.names.items():
-                own[k].copy_(torch.from_numpy(np.asarray(flat[name])))
+        checkpoints.check(flat, {"moments." + self.names[k]: p.shape for k, p in params.items()})
+        load_state(self.net, flat)
         for k, p in params.items():
             self.opt.state[p]["momentum_buffer"] = torch.from_numpy(
                 np.array(flat["moments." + self.names[k]])).to(self.device, self.dtype)

@@ -32,13 +32,17 @@ def evaluate(cfg: dict, checkpoint: str, backend, protocol: str | None = None, c
     writing = csv_path and rank == 0
     with atomic_output(csv_path, force) if writing else contextlib.nullcontext() as tmp:
         model = backend.load(cfg, checkpoint, classes)
-        logits, labels_, ids, videos, bad = backend.predict(
-            model, cfg, protocol or cfg["eval"]["protocol"], rank, world)
-        out = split_metrics(logits, labels_, ids, classes)
-        out["skipped"] = bad
+        predicted = backend.predict(model, cfg, protocol or cfg["eval"]["protocol"], rank, world)
         if tmp:
-            write_csv(tmp, logits, ids, videos, names)
-        return out
+            write_csv(tmp, predicted[0], predicted[2], predicted[3], names)
+        return scored(predicted, classes)
+
+
+def scored(predicted: tuple, classes: int) -> dict:
+    """The metrics (`recipe.metrics`) of a backend's `predict` (clip logits, clip labels, video
+    ids, videos, skipped), the skipped videos with them."""
+    logits, labels_, ids, _, bad = predicted
+    return {**split_metrics(logits, labels_, ids, classes), "skipped": bad}
 
 
 def write_csv(path: str, logits, ids, videos, names=None):

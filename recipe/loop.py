@@ -25,6 +25,7 @@ from convert.fileio import atomic_output, remove_stale
 
 from . import checkpoints
 from .config import variant
+from .evaluation import scored
 from .report import Progress, plot
 from .samples import TrainSource, workers
 from .sources import check_labels, num_classes, source_name, split_videos
@@ -36,8 +37,9 @@ class Backend:
     with `schedule` (lr per step), `step(x, y, flip)` -> (loss, logits, finite) and then
     `grad_norm` (of the unclipped gradients), `state(step)`
     and `restore(flat)` in the checkpoint layout, `loss_scale()` (None without scaling) and
-    `variant`; `batches(source, workers)` -> (x, y, flip) per step; `evaluate(trainer, cfg,
-    classes, protocol, rank, world)` -> metrics (`recipe.metrics`)."""
+    `variant`; `batches(source, workers)` -> (x, y, flip) per step; `predict(net, cfg,
+    protocol, rank, world)` -> the validation split's clip logits, labels, video ids, videos
+    and skipped videos, every rank's gathered (`recipe.evaluation` scores them)."""
 
     name = "?"
 
@@ -59,10 +61,9 @@ def train(cfg: dict, backend: Backend, resume: bool = False, pretrained: str | N
     if finished:  # killed after its last checkpoint: the same command line ends the job
         print(f"i3d: note: --resume: the run finished (step {t['steps']} of {t['steps']})",
               file=sys.stderr)
-        summary_path = os.path.join(out, "summary.json")
-        if os.path.isfile(summary_path):
-            with open(summary_path) as f:
-                return json.load(f), None
+        done = _summary(os.path.join(out, "summary.json"))
+        if done is not None:
+            return done, None
     videos, names = split_videos(d, "train")
     classes = num_classes(m["num_classes"], videos, names)
     check_labels(videos, classes, source_name(d, "train"))
@@ -85,8 +86,8 @@ def train(cfg: dict, backend: Backend, resume: bool = False, pretrained: str | N
     t0 = time.perf_counter()
 
     def evaluate(step: int):
-        metrics = backend.evaluate(trainer, cfg, classes, cfg["eval"]["protocol"], rank,
-                                   world)  # every rank its share, gathered
+        metrics = scored(backend.predict(trainer.net, cfg, cfg["eval"]["protocol"], rank,
+                                         world), classes)  # every rank its share, gathered
         if rank == 0:
             log.write(json.dumps({"step": step, "val_top1": metrics["video_top1"],
                                   "val_top5": metrics["video_top5"],
@@ -163,6 +164,17 @@ def _resumable(cfg: dict, state: dict, path: str) -> dict:
     if step > t["steps"]:
         raise I3DError(f"{path}: step {step} is past train.steps ({t['steps']}): not this run's")
     return state
+
+
+def _summary(path: str) -> dict | None:
+    """A finished run's summary.json, None if there is none that reads as one (then the run's
+    end is redone: the final evaluation, the summary)."""
+    try:
+        with open(path, "rb") as f:
+            done = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) and {"rank", "world", "start"} <= set(done) else None
 
 
 def rank_seed(seed: int, rank: int) -> int:

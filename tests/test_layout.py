@@ -80,12 +80,17 @@ def test_imports_point_down_the_layers_and_form_no_cycle():
     assert len(graph) > 40 and graph["i3d_cli.main"]  # the walk saw the whole project
 
 
-def test_convert_imports_only_numpy():
-    core = sorted(m for m in _modules() if m.split(".")[0] == "convert")
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in core) +
+def _loaded(package: str) -> set:
+    """The top-level modules loaded by importing every module of `package` in a new process."""
+    mods = sorted(m for m in _modules() if m.split(".")[0] == package)
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in mods) +
             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.split())
+    return set(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.split())
+
+
+def test_convert_imports_only_numpy():
+    loaded = _loaded("convert")
     assert "numpy" in loaded and "convert" in loaded
     foreign = {"torch", "mindspore", "jax", "flax", "PIL", "decord", "yaml", "safetensors",
                "matplotlib", *LEVEL} - {"convert"}
@@ -95,10 +100,6 @@ def test_convert_imports_only_numpy():
 def test_the_recipe_imports_no_framework():
     """The training loop and what both loops share run under either framework alone: importing
     every recipe module loads neither torch nor MindSpore (nor JAX)."""
-    recipe = sorted(m for m in _modules() if m.split(".")[0] == "recipe")
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in recipe) +
-            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.split())
+    loaded = _loaded("recipe")
     assert "recipe" in loaded and "numpy" in loaded
     assert not loaded & {"torch", "mindspore", "jax", "i3d_ms", "i3d_torch"}, loaded

@@ -189,13 +189,14 @@ def test_whole_video_protocol_through_the_full_network(motion):
     8-frame clips of training), the network fully convolutional in time; every video scored
     once."""
     from recipe.config import load_config
-    from i3d_ms.evaluate import evaluate_net
+    from i3d_ms.evaluate import predict_videos
     from i3d_ms.network import build_net
+    from recipe.evaluation import scored
 
     cfg = load_config("config/cpu_smoke.yaml", [*FULL, f"data.val={motion / 'val.txt'}",
                                                 "train.mode=pynative"])
     i3d_ms.set_mode("pynative")
     np.random.seed(0)
     net = build_net(cfg["model"], 4)
-    m = evaluate_net(net, cfg, 4, "whole")
+    m = scored(predict_videos(net, cfg, "whole"), 4)
     assert (m["videos"], m["clips"]) == (8, 8) and not m["skipped"]

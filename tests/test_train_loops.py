@@ -319,3 +319,49 @@ def test_bf16_is_the_torch_loops_alone(train_list, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bf16 is the torch loop's" in err, err
     assert not (tmp_path / "mindspore").exists()
+
+
+def test_crafted_training_checkpoints_are_refused_in_one_line(train_list, tmp_path, capsys):
+    """A training checkpoint whose tensor has another shape, or whose step is not one number,
+    is refused by `--resume` and `i3d eval` of either framework in one line naming the file and
+    the entry, before anything is copied or written; a finished run whose summary.json is not
+    one is ended again (the summary rewritten), not crashed on."""
+    from convert.architecture import DEEPMIND
+    from convert.checkpoints import variant_record
+    from convert.formats import WRITERS
+
+    base = ["--config", SMOKE, "data.root=null", f"data.train={train_list}", "train.steps=6",
+            "train.checkpoint_every=3", "train.keep_checkpoints=5"]
+    good = tmp_path / "good"
+    assert i3d("train", "--framework", "torch", *base, f"train.out={good}") == 0
+    state = ckpt(good, 3)
+    crafted = {"shape": {**state, "fc.weight": np.zeros((5, 192), state["fc.weight"].dtype)},
+               "step": {**state, "global_step": np.zeros(0, np.int64)}}
+    for kind, flat in crafted.items():
+        run = tmp_path / kind
+        (run / "checkpoints").mkdir(parents=True)
+        shutil.copy(good / "config.yaml", run)
+        path = run / "checkpoints" / "step_00000003.ckpt"
+        WRITERS["mindspore"](flat, str(path), variant_record(DEEPMIND, "crafted"))
+        before = sorted(os.listdir(run / "checkpoints"))
+        for framework in ("torch", "mindspore"):
+            capsys.readouterr()
+            assert i3d("train", "--framework", framework, *base, "train.mode=pynative",
+                       f"train.out={run}", "--resume") == 2
+            last = capsys.readouterr().err.strip().splitlines()[-1]
+            assert last.startswith("i3d: error:") and "Traceback" not in last, last
+            assert ("fc.weight has shape (5, 192)" in last if kind == "shape"
+                    else "no intact checkpoint" in last), (framework, last)
+            assert sorted(os.listdir(run / "checkpoints")) == before
+            assert i3d("eval", "--framework", framework, *base, "data.val=" + str(train_list),
+                       "train.mode=pynative", "--checkpoint", path) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and str(path) in err, err
+            assert ("fc.weight has shape (5, 192)" in err if kind == "shape"
+                    else "global_step is not one step number" in err), (framework, err)
+
+    (good / "summary.json").write_bytes(b"\x00not json")
+    capsys.readouterr()
+    assert i3d("train", "--framework", "torch", *base, f"train.out={good}", "--resume") == 0
+    assert "the run finished (step 6 of 6)" in capsys.readouterr().err
+    assert json.loads((good / "summary.json").read_text())["start"] == 6
