@@ -194,27 +194,23 @@ class Unit3d(nn.Cell):
 class MaxPool3d(nn.Cell):
     """TF 'SAME' max-pool. MaxPool3D's own 'SAME' mode pads as `arch.pool_padding` does (the odd
     extra at the end) and never picks a padded cell, as padding with -inf would not; no pad op,
-    so no PadV3Grad in the backward. Channels-last maps: at inference `kernels.max_pool` (no
-    transposes: PyNative's take 38 ms a 38 MB clip); in training MaxPool3D between transposes,
-    whose backward is 3-8x faster than that of the separable maxima (ops.maximum's gradient:
-    Select, 0.39 s of a 1.35 s graph step at 16x112x112). float64 trains through the separable
-    maxima too: MaxPool3D's CPU backward routes float64 gradients at lower precision (BatchNorm
-    beta gradients 5e-7 off torch's, 6e-14 with the separable maxima)."""
+    so no PadV3Grad in the backward. Channels-last maps go through `kernels.MaxPool` (MaxPool3D
+    on two views of the map, no transposes), except in float64 training: MaxPool3D's CPU
+    backward routes float64 gradients at float32 precision (BatchNorm beta gradients 5e-7 off
+    torch's, 6e-14 with the separable maxima of `kernels.max_pool_separable`)."""
 
     def __init__(self, kernel, stride, channels_last=False, dtype="float32"):
         super().__init__()
         self.kernel, self.stride, self.channels_last = tuple(kernel), tuple(stride), channels_last
-        self.pool = ops.MaxPool3D(kernel, stride, pad_mode="SAME")
-        self.native_backward = dtype != "float64"
+        self.pool = kernels.MaxPool(kernel, stride) if channels_last else \
+            ops.MaxPool3D(kernel, stride, pad_mode="SAME")
+        self.exact_backward = dtype == "float64"
 
     def construct(self, x):
-        if not self.channels_last:
-            return self.pool(x)
-        if self.training and self.native_backward:
-            return kernels.transpose(self.pool(kernels.transpose(x, (0, 4, 1, 2, 3))),
-                                     (0, 2, 3, 4, 1))
-        pads = _pool_padding(x.shape[1:4], self.kernel, self.stride)
-        return kernels.max_pool(x, self.kernel, self.stride, pads)
+        if self.channels_last and self.training and self.exact_backward:
+            pads = _pool_padding(x.shape[1:4], self.kernel, self.stride)
+            return kernels.max_pool_separable(x, self.kernel, self.stride, pads)
+        return self.pool(x)
 
 
 @ms.constexpr
