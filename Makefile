@@ -7,9 +7,10 @@ PIP := $(VENV)/bin/pip install -qq -c constraints.txt  # errors only: setup prin
 demo: $(VENV)/.ready
 	$(VENV)/bin/i3d demo
 
-# Two pytest workers, a test file each at a time (pytest-xdist): 9-10 min on 2 cores.
+# Two pytest workers, a test file each at a time (pytest-xdist), one CPU thread each
+# (I3D_THREADS: MindSpore's spinning thread pools slow down 10x when the cores are shared).
 test: $(VENV)/.ready
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	I3D_THREADS=1 $(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
 setup: $(VENV)/.ready
 
