@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convert import threads
 from convert.errors import ArgumentParser, I3DError, printable
 
 from . import bench, export, fvd, parity, predict, training, weights
@@ -43,6 +44,7 @@ def one_line(error: BaseException) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        threads.requested()  # a bad I3D_THREADS is refused before any work
         return args.func(args)
     except (I3DError, OSError) as e:
         print(f"i3d: error: {one_line(e)}", file=sys.stderr)

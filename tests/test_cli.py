@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 
 from convert.checkpoints import default_weights_path
-from tests.helpers import Payload, expect_error, i3d
+from tests.helpers import I3D, Payload, expect_error, i3d
 
 
 def predict_json(video, framework, *extra):
@@ -42,6 +42,33 @@ def test_demo_shows_the_twins_agree():
     r = i3d("demo", "--frames", "16")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "agree within 0.0001" in r.stdout
+
+
+def test_i3d_threads_caps_both_twins_and_a_bad_value_is_one_line(tmp_path):
+    """I3D_THREADS=1 (what `make test` sets): importing the twins gives torch one intra-op
+    thread and configures MindSpore's CPU kernel threads (it takes that once per process: a
+    second setting is refused). A value that is not a thread count is one line naming the
+    variable and exit 2, before any work."""
+    import subprocess
+    import sys
+
+    probe = ("import i3d_ms, i3d_torch, torch\n"
+             "from mindspore._c_expression import RuntimeConf\n"
+             "print(torch.get_num_threads(), RuntimeConf.get_instance()"
+             ".is_op_threads_num_configured())")
+    seen = {}
+    for value in ("1", ""):
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           env={**os.environ, "I3D_THREADS": value, "GLOG_v": "3"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        seen[value] = r.stdout.split()[-2:]
+    assert seen["1"] == ["1", "True"] and seen[""][1] == "False", seen
+    for value in ("x", "0", "-2", "1e9", "2.5"):
+        r = subprocess.run([*I3D, "predict", "nope.mp4"],
+                           capture_output=True, text=True, cwd=tmp_path,
+                           env={**os.environ, "I3D_THREADS": value})
+        expect_error(r, f"I3D_THREADS={value}", "not a number of threads")
+    assert not any(tmp_path.iterdir())
 
 
 def test_missing_video(tmp_path):

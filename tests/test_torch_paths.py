@@ -277,6 +277,18 @@ def test_gpu_paths_on_cpu_reproduce_reference(weights, cricket_clip, reference_l
 
 
 def test_channels_last_3d_stays_channels_last(weights, monkeypatch):
+    """The GPU path's layout, checked on the CPU: torch's CPU conv3d keeps channels_last_3d
+    with two threads, but with one (`make test`'s I3D_THREADS=1) its 1x1x1 kernel returns
+    NCDHW; so two threads here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _channels_last_stays(weights, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _channels_last_stays(weights, monkeypatch):
     monkeypatch.setattr(twin, "UNFOLD_ON", ("cpu", "cuda"))
     model = i3d_torch.build(weights, head="global").to(memory_format=CL)
     x = torch.from_numpy(np.random.RandomState(0).uniform(-1, 1, (2, 3, 16, 64, 64))
