@@ -61,16 +61,15 @@ def test_bench_train_honours_dtype_and_ops_compares_the_fast_paths(tmp_path):
 
 
 # The ratio guard as CI runs it (docs/benchmarks.md): a 16x112x112 clip, where the 3x3x3
-# convolutions carry most of the work as at 64x224x224. There, on an idle machine, the native
-# Conv3D (oneDNN's reference kernel on this AVX-512 CPU) took 83x (graph) and 92x (PyNative)
-# torch eager's time, the matmul kernels 1.15x and 3.3x. Graph mode is held to 3x: its few large
-# kernels keep the ratio under load (1.33x while the other test worker trained; 2.31x once, in a
-# fresh clone's `make test` beside the float64 training tests), which the native kernel fails by
-# 28x. PyNative's hundreds of small synchronous launches are not: 10x under that load, so it is
-# held to 30x, which still fails the native kernel by 3x.
+# convolutions carry most of the work as at 64x224x224. There the native Conv3D (oneDNN's
+# reference kernel on this AVX-512 CPU) took 83x (graph) and 92x (PyNative) torch eager's time.
+# The matmul kernels, with `make test`'s one thread per framework (I3D_THREADS=1): 0.65x and
+# 1.80x on an idle machine, 2.11x and 2.28x beside a busy loop (the other test worker); with
+# two threads each, PyNative took 12x its idle time beside two busy loops (MindSpore's pools
+# spin). Held to 4x and 6x: the native kernel fails both by 14x or more.
 GUARD = ("bench", "--suite", "infer", "--frameworks", "torch", "mindspore", "--frames", "16",
          "--size", "112", "--repeat", "3", "--no-compile")
-LIMITS = {"mindspore graph": 3.0, "mindspore pynative": 30.0}
+LIMITS = {"mindspore graph": 4.0, "mindspore pynative": 6.0}
 
 
 @pytest.mark.slow
