@@ -46,9 +46,9 @@ def test_demo_shows_the_twins_agree():
 
 def test_i3d_threads_caps_both_twins_and_a_bad_value_is_one_line(tmp_path):
     """I3D_THREADS=1 (what `make test` sets): importing the twins gives torch one intra-op
-    thread and configures MindSpore's CPU kernel threads (it takes that once per process: a
-    second setting is refused). A value that is not a thread count is one line naming the
-    variable and exit 2, before any work."""
+    thread and configures MindSpore's CPU kernel threads; unset, MindSpore's are left alone.
+    A value that is not a thread count is one line naming the variable and exit 2, before
+    any work."""
     import subprocess
     import sys
 
