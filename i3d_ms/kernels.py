@@ -98,15 +98,17 @@ _ITEMSIZE = {ms.float16: 2, ms.bfloat16: 2, ms.float32: 4, ms.float64: 8}
 
 
 def _patch_index(n, d, h, w, kernel, pads, out, part, parts):
-    """Rows of the (kh, kw) patches of output rows `part` of `parts` (ho split in row bands):
-    (n, dp, band rows, wo, kh, kw) -> source row or the pad row; dp = d + the time padding
-    (padded frames are all pad rows); ho, wo = `out`."""
+    """Rows of the (kh, kw) patches of output rows `part` of `parts` (ho split in row bands),
+    one patch per row of the result: (n*dp*band rows*wo, kh*kw) source rows or the pad row, so
+    that the Gather's output flattens to the patch matrix; dp = d + the time padding (padded
+    frames are all pad rows); ho, wo = `out`."""
     _, kh, kw = kernel
     src = _padded(n, d, h, w, pads)
     band = np.array_split(np.arange(out[0]), parts)[part]
     r = band[:, None] + np.arange(kh)[None, :]  # (band, kh), in padded coordinates
     c = np.arange(out[1])[:, None] + np.arange(kw)[None, :]  # (wo, kw)
-    return src[:, :, r[:, None, :, None], c[None, :, None, :]].reshape(-1, kh * kw).astype(np.int32)
+    rows = src[:, :, r[:, None, :, None], c[None, :, None, :]]
+    return rows.reshape(-1, kh * kw).astype(np.int32)
 
 
 @ms.constexpr

@@ -2,6 +2,8 @@
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 
@@ -49,9 +51,6 @@ def test_i3d_threads_caps_both_twins_and_a_bad_value_is_one_line(tmp_path):
     thread and configures MindSpore's CPU kernel threads; unset, MindSpore's are left alone.
     A value that is not a thread count is one line naming the variable and exit 2, before
     any work."""
-    import subprocess
-    import sys
-
     probe = ("import i3d_ms, i3d_torch, torch\n"
              "from mindspore._c_expression import RuntimeConf\n"
              "print(torch.get_num_threads(), RuntimeConf.get_instance()"
